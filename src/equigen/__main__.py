@@ -1,0 +1,3 @@
+from equigen.cli import main
+
+main()

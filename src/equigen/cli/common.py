@@ -1,0 +1,60 @@
+"""Pieces every command shares: the config options and the global state set by the root callback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from pydantic import BaseModel
+
+from equigen.config import load_config
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class GlobalState:
+    debug: bool = False
+    allow_download: bool = False
+
+
+state = GlobalState()
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="YAML config file (see configs/).", show_default=False),
+]
+SetOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set seed=3 (repeatable).",
+                 show_default=False),
+]
+
+
+def resolve_config(model: type[M], config: Path | None, overrides: list[str] | None,
+                   **values: Any) -> M:
+    """The command's validated config. ``values``: flags given on the command line (dotted keys
+    written with ``__``, e.g. ``train__lr``); ``None`` means the flag was not given."""
+    dotted = {key.replace("__", "."): value for key, value in values.items()}
+    return load_config(model, config, overrides or (), values=dotted)
+
+
+def example(*lines: str) -> str:
+    """An epilog with examples for ``--help``."""
+    return "[bold]Example[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
+
+
+def reserved_group(name: str, help_text: str, issue: int) -> typer.Typer:
+    """A command group whose commands are not built yet: ``--help`` says so, running it fails."""
+    group = typer.Typer(help=f"{help_text} [dim](not built yet: issue #{issue})[/dim]",
+                        no_args_is_help=False, invoke_without_command=True)
+
+    @group.callback(invoke_without_command=True)
+    def _not_yet() -> None:
+        from equigen.errors import EquigenError
+
+        raise EquigenError(f"'equigen {name}' is not available in this version yet (issue #{issue})")
+
+    return group

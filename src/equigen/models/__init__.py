@@ -1,0 +1,5 @@
+"""Text-to-image pipelines (one loader), tiny random-weight builders for tests, feature extractors."""
+
+from equigen.models.loading import load_pipeline, pick_device, pick_dtype, resolve_model_source
+
+__all__ = ["load_pipeline", "pick_device", "pick_dtype", "resolve_model_source"]

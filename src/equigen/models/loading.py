@@ -1,0 +1,171 @@
+"""The one place that turns a model name into a text-to-image pipeline.
+
+A model is either a local diffusers folder (``model_index.json`` + components) or a Hugging Face hub
+id (``owner/name``). Loading is offline by default: a hub id must already be in the local cache,
+and a missing model fails before diffusers is even imported (it takes seconds to import), with a
+message that names what was looked for and how to get it. Weights load only from safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from equigen.errors import EquigenError
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import DiffusionPipeline
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+MODEL_INDEX = "model_index.json"
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def quiet_hf_libraries() -> None:
+    """Keep diffusers / transformers / hub progress bars and advisory warnings off our console.
+
+    Environment variables, so that it holds whichever of those libraries is imported later.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def set_offline(offline: bool = True) -> None:
+    """Tell huggingface_hub / transformers / diffusers not to reach the network.
+
+    Must run before those libraries are imported (they read the variables at import time); the
+    CLI does it first thing. Library callers also get ``local_files_only=True`` from
+    :func:`load_pipeline`, which works whatever the environment says.
+    """
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    else:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+        os.environ.pop("TRANSFORMERS_OFFLINE", None)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a pipeline will be loaded from: a local folder, or a hub id (cached or to download)."""
+
+    name: str
+    path: Path | None  # local folder or the cached snapshot; None when it will be downloaded
+    hub_id: str | None = None
+
+
+def resolve_model_source(name: str | os.PathLike[str], allow_download: bool = False) -> ModelSource:
+    """Find a model without importing diffusers; raise a clear :class:`EquigenError` if absent."""
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / MODEL_INDEX).is_file():
+            raise EquigenError(
+                f"model folder {path} has no {MODEL_INDEX}: expected a diffusers pipeline folder "
+                "as written by pipe.save_pretrained(...)"
+            )
+        return ModelSource(text, path)
+    if not HUB_ID.match(text) or text.startswith((".", "/", "~")):
+        raise EquigenError(f"model {text!r}: no such folder, and not a hub id of the form owner/name")
+    cached = _cached_snapshot(text)
+    if cached is not None:
+        return ModelSource(text, cached, hub_id=text)
+    if allow_download:
+        return ModelSource(text, None, hub_id=text)
+    from huggingface_hub import constants
+
+    raise EquigenError(
+        f"model {text!r} is not a local folder and not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}); equigen is offline by default. Either download it where there "
+        f"is internet (`hf download {text}`) and pass the folder, or pass --allow-download."
+    )
+
+
+def _cached_snapshot(hub_id: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(hub_id, MODEL_INDEX)
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def pick_device(requested: str | None = None) -> "torch.device":
+    """``requested`` if given (an unavailable CUDA is an error), else cuda when present, else cpu."""
+    import torch
+
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise EquigenError(f"device {requested!r} requested but CUDA is not available here")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(requested: str | None, device: "torch.device") -> "torch.dtype":
+    """fp16 on CUDA and fp32 on CPU unless asked otherwise (fp32/fp16/bf16)."""
+    import torch
+
+    if requested is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if requested not in DTYPES:
+        raise EquigenError(f"dtype {requested!r} is not one of: {', '.join(sorted(DTYPES))}")
+    return getattr(torch, DTYPES[requested])
+
+
+def load_pipeline(
+    name: str | os.PathLike[str],
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    allow_download: bool = False,
+    attention_slicing: bool = False,
+    vae_slicing: bool = False,
+    **from_pretrained_kwargs: Any,
+) -> "DiffusionPipeline":
+    """Load a text-to-image pipeline from a local diffusers folder or a hub id.
+
+    ``DiffusionPipeline`` picks the class from ``model_index.json`` (SD 1.x/2.x, SDXL, the
+    mini-world's). Example::
+
+        pipe = load_pipeline("runs/my-model", device="cpu")
+        image = pipe("a photo of a doctor", num_inference_steps=20).images[0]
+    """
+    source = resolve_model_source(name, allow_download=allow_download)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {
+        _dtype_keyword(): torch_dtype,
+        "use_safetensors": True,
+        "local_files_only": source.path is not None,
+    }
+    kwargs.update(from_pretrained_kwargs)
+    target = str(source.path) if source.path is not None else source.hub_id
+    try:
+        pipe = DiffusionPipeline.from_pretrained(target, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise EquigenError(f"could not load model {source.name!r} from {target}: {exc}") from exc
+    pipe = pipe.to(torch_device)
+    if attention_slicing:
+        pipe.enable_attention_slicing()
+    if vae_slicing and hasattr(pipe, "vae"):
+        pipe.vae.enable_slicing()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _dtype_keyword() -> str:
+    """diffusers renamed ``torch_dtype`` to ``dtype`` (0.36); use whichever this version takes."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
