@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from equigen import __version__
-from equigen.cli import data, demo
+from equigen.cli import data, demo, world
 from equigen.cli.common import reserved_group, state
 from equigen.errors import EquigenError
 from equigen.utils.console import console, set_quiet
@@ -27,8 +27,7 @@ app = typer.Typer(
     epilog="[bold]Example[/bold]\n\n  $ equigen demo\n\n  $ equigen data check data/ccub",
 )
 
-app.add_typer(reserved_group("world", "The mini-world: renderer, datasets, base model.", 3),
-              name="world")
+app.add_typer(world.app, name="world")
 app.add_typer(reserved_group("audit", "Audit a model's demographic and cultural representation.", 4),
               name="audit")
 app.add_typer(reserved_group("fairmap", "Fair Mapping: debias prompt embeddings.", 5), name="fairmap")

@@ -8,6 +8,7 @@ message that names what was looked for and how to get it. Weights load only from
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 MODEL_INDEX = "model_index.json"
+EXTERNAL_COMPONENTS = "equigen_components.json"
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
@@ -64,6 +66,8 @@ class ModelSource:
 def resolve_model_source(name: str | os.PathLike[str], allow_download: bool = False) -> ModelSource:
     """Find a model without importing diffusers; raise a clear :class:`EquigenError` if absent."""
     text = str(name)
+    if text in NAMED_MODELS:
+        return ModelSource(text, NAMED_MODELS[text]())
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / MODEL_INDEX).is_file():
@@ -86,6 +90,33 @@ def resolve_model_source(name: str | os.PathLike[str], allow_download: bool = Fa
         f"({constants.HF_HUB_CACHE}); equigen is offline by default. Either download it where there "
         f"is internet (`hf download {text}`) and pass the folder, or pass --allow-download."
     )
+
+
+def _mini_world_dir() -> Path:
+    from equigen.world.model import SHIPPED_DIR
+
+    if not (SHIPPED_DIR / MODEL_INDEX).is_file():
+        raise EquigenError(f"the mini-world model is not installed (looked in {SHIPPED_DIR}); "
+                           "train it with `equigen world train-base`")
+    return SHIPPED_DIR
+
+
+# Models known by name: name -> function returning the folder.
+NAMED_MODELS = {"mini-world": _mini_world_dir}
+
+
+def _external_components(folder: Path) -> dict[str, Any]:
+    """Components a folder declares it does not hold (the mini-world's 90 MB text encoder)."""
+    manifest = folder / EXTERNAL_COMPONENTS
+    if not manifest.is_file():
+        return {}
+    wanted = json.loads(manifest.read_text())
+    if wanted.get("text_encoder") == "minilm":
+        from equigen.world.model import load_text_encoder
+
+        text_encoder, tokenizer = load_text_encoder()
+        return {"text_encoder": text_encoder, "tokenizer": tokenizer}
+    raise EquigenError(f"{manifest}: unknown external components {wanted}")
 
 
 def _cached_snapshot(hub_id: str) -> Path | None:
@@ -149,6 +180,8 @@ def load_pipeline(
         "use_safetensors": True,
         "local_files_only": source.path is not None,
     }
+    if source.path is not None:
+        kwargs.update(_external_components(source.path))
     kwargs.update(from_pretrained_kwargs)
     target = str(source.path) if source.path is not None else source.hub_id
     try:

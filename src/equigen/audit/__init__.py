@@ -1,0 +1,1 @@
+"""Auditing text-to-image models: annotators, metrics, reports."""
