@@ -377,3 +377,21 @@ def test_header_case_bom_and_unsupported_scheme(tmp_path: Path) -> None:
     ((row, url, reason),) = report.failed
     assert row == 2 and url == "file:///etc/passwd" and "scheme" in reason
     assert load_records(tmp_path / "out") == []
+
+
+def test_cli_import_then_check(tmp_path: Path, server: Server, capsys) -> None:
+    from equigen.cli import main
+
+    rows = [(c, k, server.url(p), t) for c, k, p, t in GOOD]
+    rows.append(("IND", "misc", server.url("/missing.jpg"), "gone"))
+    sheet = write_sheet(tmp_path / "ccub.csv", rows)
+    out = tmp_path / "ccub"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quiet", "data", "import-ccub", str(sheet), "--out", str(out),
+              "--set", "retries=1", "--set", "backoff=0.01", "--set", "timeout=2"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    assert "3 downloaded, 0 already present, 1 failed" in printed and "404" in printed
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quiet", "data", "check", str(out)])
+    assert exit_.value.code == 0

@@ -75,3 +75,18 @@ def test_stopped_run_resumes_to_the_same_state(finished_run, tmp_path, monkeypat
     log_a = [r.split(",")[:2] for r in (reference / "unet" / "loss.csv").read_text().splitlines()]
     log_b = [r.split(",")[:2] for r in (out / "unet" / "loss.csv").read_text().splitlines()]
     assert log_a == log_b
+
+
+def test_export_from_a_run_still_training(finished_run, tmp_path):
+    reference, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "unet" / "final-ema")  # as if the UNet were still training
+    record = tb.export_pipeline(run, tmp_path / "exported")
+    assert record["unet"]["steps"] == 4 and record["unet"]["of_planned"] == 4
+    assert record["unet"]["train_seconds"] > 0
+    assert record["config"]["unet"]["steps"] == 4
+    exported = load_pipeline(tmp_path / "exported")
+    ema = load_file(reference / "unet" / "checkpoint" / "ema.safetensors")
+    for key, value in exported.unet.state_dict().items():
+        assert torch.allclose(value, ema[key].float(), atol=1e-2), key  # fp16 round trip

@@ -10,7 +10,7 @@ import typer
 from equigen.cli.common import ConfigOption, SetOption, example, resolve_config
 from equigen.demo import DemoConfig, run_demo
 
-EPILOG = example("equigen demo", "equigen demo --out runs/my-demo --set images_per_prompt=4")
+EPILOG = example("equigen demo", "equigen demo --out runs/my-demo --set n_per_occupation=200")
 
 
 def demo(
@@ -18,6 +18,6 @@ def demo(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Run the demo pipeline end to end and write its images, dataset and manifest."""
+    """Show the mini-world base model and the skin-tone bias it inherited from its web corpus."""
     cfg = resolve_config(DemoConfig, config, set_, out=out)
     run_demo(cfg)

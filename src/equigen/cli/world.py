@@ -71,3 +71,19 @@ def train_oracle_command(
     cfg = resolve_config(OracleTrainConfig, config, set_, out=out)
     accuracy = train_oracle(cfg)
     output.print("held-out accuracy: " + ", ".join(f"{a} {v:.2%}" for a, v in accuracy.items()))
+
+
+@app.command(name="export-base",
+             epilog=example("equigen world export-base --run runs/world-base"))
+def export_base_command(
+    run: Annotated[Path, typer.Option(help="A train-base run folder.")],
+    to: Annotated[Optional[Path], typer.Option(help="Destination pipeline folder "
+                                               "(default: the shipped mini-world).")] = None,
+) -> None:
+    """Export a (finished or still training) base-model run as the mini-world pipeline."""
+    from equigen.world.model import SHIPPED_DIR
+    from equigen.world.train_base import export_pipeline
+
+    record = export_pipeline(run, to or SHIPPED_DIR)
+    output.print(f"exported UNet step {record['unet']['steps']}/{record['unet']['of_planned']} "
+                 f"to {to or SHIPPED_DIR}")

@@ -343,15 +343,26 @@ def _resume(stage_dir: Path, modules, optimizer, scheduler) -> int:
     return step
 
 
+def _elapsed_before(stage_dir: Path) -> float:
+    """Training seconds spent in earlier runs of this stage (kept in the checkpoint)."""
+    state = stage_dir / "checkpoint" / "state.json"
+    return float(json.loads(state.read_text()).get("elapsed_s", 0.0)) if state.is_file() else 0.0
+
+
 def _loop(cfg: BaseTrainConfig, stage: str, total: int, start: int, log: _LossLog, optimizer,
           scheduler, loss_fn, modules, clip: float, params, after_step=None, before_save=None):
     stage_dir = cfg.out / stage
+    earlier = _elapsed_before(stage_dir) if start else 0.0
+
+    def elapsed() -> float:
+        return earlier + time.perf_counter() - t0
 
     def save(step: int) -> None:
         if before_save:
             before_save()
         save_checkpoint(stage_dir, step, modules, {"optimizer": optimizer.state_dict(),
-                                                   "scheduler": scheduler.state_dict()})
+                                                   "scheduler": scheduler.state_dict()},
+                        extra={"elapsed_s": round(elapsed(), 1), "total_steps": total})
 
     t0, running = time.perf_counter(), []
     with make_progress() as progress:
@@ -369,7 +380,7 @@ def _loop(cfg: BaseTrainConfig, stage: str, total: int, start: int, log: _LossLo
             done = step + 1
             if done % cfg.log_every == 0 or done == total:
                 mean = sum(running) / len(running)
-                log.append(done, mean, scheduler.get_last_lr()[0], time.perf_counter() - t0)
+                log.append(done, mean, scheduler.get_last_lr()[0], elapsed())
                 progress.update(task, description=f"training {stage} (loss {mean:.4f})")
                 running = []
             if done % cfg.checkpoint_every == 0 or done == total:
@@ -405,3 +416,39 @@ def train_base(cfg: BaseTrainConfig) -> Path:
         manifest["results"] = {"pipeline": str(out), **{k: round(v, 1) for k, v in timings.items()}}
     write_json_atomic(cfg.out / "timings.json", timings)
     return out
+
+
+def export_pipeline(run_dir: Path, dest: Path) -> dict[str, Any]:
+    """Assemble a pipeline from a run: the finished VAE and the UNet's EMA weights (the final ones,
+    or the latest checkpoint of a run still training). Writes ``TRAINING.json`` beside it with the
+    config, the steps reached and the training time of each stage."""
+    import datetime as dt
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    cfg = BaseTrainConfig.model_validate(manifest["config"])
+    vae = AutoencoderKL.from_pretrained(run_dir / "vae" / "final", use_safetensors=True)
+    unet_state = json.loads((run_dir / "unet" / "checkpoint" / "state.json").read_text())
+    if (run_dir / "unet" / "final-ema" / "config.json").is_file():
+        unet = UNet2DConditionModel.from_pretrained(run_dir / "unet" / "final-ema",
+                                                    use_safetensors=True)
+    else:
+        latent_size = cfg.data.image_size // 2 ** (len(cfg.vae.arch.block_out_channels) - 1)
+        unet = build_unet(cfg.unet.arch, latent_size, cfg.vae.arch.latent_channels)
+        unet.load_state_dict(load_file(run_dir / "unet" / "checkpoint" / "ema.safetensors"))
+    save_pipeline_without_text_encoder(assemble_pipeline(vae, unet.eval()), dest)
+    vae_state = json.loads((run_dir / "vae" / "checkpoint" / "state.json").read_text())
+    record = {
+        "command": "equigen world train-base " + " ".join(manifest["argv"][3:]),
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": manifest.get("git_commit"),
+        "vae": {"steps": vae_state["step"], "train_seconds": vae_state.get("elapsed_s")},
+        "unet": {"steps": unet_state["step"], "of_planned": cfg.unet.steps,
+                 "train_seconds": unet_state.get("elapsed_s"), "weights": "EMA"},
+        "corpus_images": cfg.data.n_images,
+        "config": manifest["config"],
+    }
+    write_json_atomic(Path(dest) / "TRAINING.json", record)
+    return record

@@ -1,0 +1,196 @@
+"""How good is the mini-world? Oracle accuracy, the base model's fidelity, its inherited bias.
+
+    python bench/world_quality.py                   # the shipped model and oracle
+    python bench/world_quality.py --model runs/world-base/pipeline --n-per-occupation 200
+
+Prints every figure beside its baseline measured in the same run (declared `web` skew, uniform,
+a second set of real renders for FID) and writes them to bench/results/world_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from equigen.audit.metrics import bootstrap_interval, distribution, total_variation
+from equigen.models import load_pipeline
+from equigen.models.generate import generate_images, image_seed
+from equigen.world.distributions import declared, sample_rows
+from equigen.world.oracle import OracleAnnotator, labels_of
+from equigen.world.prompts import named_prompt, neutral_prompt, region_prompt
+from equigen.world.render import render
+from equigen.world.scene import Scene, load_world
+
+GUIDANCE_SCALES = (1.0, 2.0, 4.0, 7.5)
+
+
+def render_rows(rows: list[dict]) -> list[Image.Image]:
+    return [render(Scene(r["tone"], r["region"], r["occupation"], r["setting"], r["style"]),
+                   r["seed"]) for r in rows]
+
+
+def oracle_accuracy(oracle: OracleAnnotator, n: int) -> dict[str, float]:
+    """Accuracy per attribute on fresh held-out renders (a seed the oracle never trained on)."""
+    rows = [r for r in sample_rows("probe", n * 5, seed=2024) if r["split"] == "test"][:n]
+    probs = oracle.predict_proba(render_rows(rows))
+    truth = labels_of(rows, oracle.groups)
+    return {a: float((probs[a].argmax(-1) == truth[a]).float().mean()) for a in oracle.groups}
+
+
+def named_fidelity(pipe, oracle, args) -> dict:
+    """Held-out (occupation, region, setting) combinations, each with every tone named."""
+    world = load_world()
+    prompts, truth = [], []
+    for c, (occupation, region, setting) in enumerate(world.heldout_combinations):
+        for tone in range(len(world.tones)):
+            for i in range(args.n_per_named):
+                prompts.append(named_prompt(occupation, region, setting, tone))
+                truth.append({"occupation": occupation, "region": region, "setting": setting,
+                              "tone": tone})
+    seeds = [image_seed(11, i // args.n_per_named, i % args.n_per_named) for i in range(len(prompts))]
+    images = generate_images(pipe, prompts, seeds, guidance_scale=args.guidance,
+                             steps=args.steps, batch_size=args.batch_size, description="named")
+    probs = oracle.predict_proba(images)
+    labels = labels_of(truth, oracle.groups)
+    out = {"n": len(images)}
+    for attr in ("occupation", "region", "setting", "tone"):
+        correct = (probs[attr].argmax(-1) == labels[attr]).numpy().astype(float)
+        out[attr] = bootstrap_interval(correct, np.mean)
+    return out, images
+
+
+def tone_bias(pipe, oracle, args, guidance: float) -> dict:
+    """Neutral prompts per occupation: tone distribution vs the declared web skew and uniform."""
+    world = load_world()
+    web = declared("web")
+    k = len(world.tones)
+    result = {}
+    all_images = []
+    for o, occupation in enumerate(world.occupations):
+        n = args.n_per_occupation
+        seeds = [image_seed(23, o, i) for i in range(n)]
+        images = generate_images(pipe, [neutral_prompt(occupation)] * n, seeds,
+                                 guidance_scale=guidance, steps=args.steps,
+                                 batch_size=args.batch_size, description=f"{occupation} w={guidance}")
+        all_images += images
+        tones = oracle.predict_proba(images)["tone"].argmax(-1).numpy()
+        target = web.tone_given_occupation[web.occupations.index(occupation)]
+        result[occupation] = {
+            "generated": distribution(tones, k).round(4).tolist(),
+            "web": np.round(target, 4).tolist(),
+            "tv_to_web": bootstrap_interval(tones, lambda t: total_variation(distribution(t, k), target)),
+            "tv_to_uniform": bootstrap_interval(tones, lambda t: total_variation(distribution(t, k), np.full(k, 1 / k))),
+            "web_tv_to_uniform": total_variation(target, np.full(k, 1 / k)),
+        }
+    return result, all_images
+
+
+def stereotype_rates(pipe, oracle, args) -> dict:
+    world = load_world()
+    web = declared("web")
+    style_index = oracle.groups["style"].index("stereotyped")
+    out = {}
+    for r, region in enumerate(world.regions):
+        n = args.n_per_region
+        seeds = [image_seed(31, r, i) for i in range(n)]
+        images = generate_images(pipe, [region_prompt(region)] * n, seeds,
+                                 guidance_scale=args.guidance, steps=args.steps,
+                                 batch_size=args.batch_size, description=f"region {region}")
+        stereotyped = (oracle.predict_proba(images)["style"].argmax(-1) == style_index).numpy()
+        out[region] = {"generated": bootstrap_interval(stereotyped.astype(float), np.mean),
+                       "web": float(web.stereotyped_given_region[web.regions.index(region)])}
+    return out
+
+
+def fid(oracle, generated: list[Image.Image], n: int) -> dict:
+    """FID with the oracle's penultimate features: generated vs held-out web renders, and the
+    floor: a second, independent set of web renders vs the same held-out set."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    class OracleFeatures(torch.nn.Module):
+        def forward(self, x):
+            return oracle.net.features(x)
+
+    reference = render_rows(sample_rows("web", n, seed=777))
+    second = render_rows(sample_rows("web", n, seed=778))
+    to_tensor = lambda imgs: torch.stack([torch.from_numpy(np.asarray(i.convert("RGB"))).permute(2, 0, 1) for i in imgs]).float() / 255
+
+    def score(images):
+        metric = FrechetInceptionDistance(feature=OracleFeatures(), normalize=True)
+        metric.update(to_tensor(reference), real=True)
+        metric.update(to_tensor(images[:n]), real=False)
+        return float(metric.compute())
+
+    return {"generated_vs_web": score(generated), "floor_web_vs_web": score(second), "n": n}
+
+
+def speed(pipe, args) -> dict:
+    out = {}
+    for batch, count in ((16, 32), (1, 8)):
+        seeds = list(range(count))
+        generate_images(pipe, ["a photo of a doctor"] * batch, seeds[:batch], steps=args.steps,
+                        batch_size=batch)  # warm-up
+        start = time.perf_counter()
+        generate_images(pipe, ["a photo of a doctor"] * count, seeds, steps=args.steps,
+                        batch_size=batch)
+        out[f"images_per_s_batch{batch}"] = count / (time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mini-world")
+    parser.add_argument("--oracle", default=None, help="oracle folder (default: shipped)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=4.0, help="the default guidance scale")
+    parser.add_argument("--n-per-occupation", type=int, default=200)
+    parser.add_argument("--n-per-named", type=int, default=13, help="per combination and tone")
+    parser.add_argument("--n-per-region", type=int, default=100)
+    parser.add_argument("--n-oracle", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--skip-guidance-curve", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/world_quality.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+
+    oracle = OracleAnnotator.load(args.oracle)
+    pipe = load_pipeline(args.model)
+    results: dict = {"model": args.model, "date": date.today().isoformat(),
+                     "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                     "steps": args.steps, "default_guidance": args.guidance}
+    results["oracle_accuracy"] = oracle_accuracy(oracle, args.n_oracle)
+    print("oracle accuracy on held-out renders:", {a: f"{v:.2%}" for a, v in results["oracle_accuracy"].items()})
+    results["named"], _ = named_fidelity(pipe, oracle, args)
+    print("named attributes on held-out combinations (estimate, 95% CI):", results["named"])
+    scales = (args.guidance,) if args.skip_guidance_curve else GUIDANCE_SCALES
+    results["tone_bias"] = {}
+    for w in scales:
+        results["tone_bias"][str(w)], images = tone_bias(pipe, oracle, args, w)
+        if w == args.guidance:
+            default_images = images
+        worst = max(v["tv_to_web"][0] for v in results["tone_bias"][str(w)].values())
+        print(f"w={w}: max over occupations of TV(generated, web) = {worst:.3f}")
+    results["stereotyped"] = stereotype_rates(pipe, oracle, args)
+    print("stereotyped share per region (generated vs web):",
+          {r: (round(v["generated"][0], 3), v["web"]) for r, v in results["stereotyped"].items()})
+    results["fid"] = fid(oracle, default_images, min(1000, len(default_images)))
+    print("FID (oracle features):", results["fid"])
+    results["speed"] = speed(pipe, args)
+    print("generation speed:", {k: round(v, 2) for k, v in results["speed"].items()})
+    results["bench_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out} ({results['bench_seconds']} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""Representation metrics, each with its formula, and bootstrap intervals over images.
+
+Notation: ``p`` is the distribution of an attribute's K groups among a prompt's images (shares of
+hard labels, or the mean of annotator probabilities), ``u`` the target (uniform unless declared).
+
+- FD, fairness discrepancy [Choi et al. 2020]:   FD(p, u)  = ||p - u||_2
+- KL divergence to the target [ITI-GEN]:          KL(p||u) = sum_k p_k log(p_k / u_k)   (0 log 0 = 0)
+- MAD, mean absolute deviation [DALL-Eval]:       MAD(p)   = 1/K sum_k |p_k - 1/K|
+- normalised entropy:                             H(p) / log K = -sum_k p_k log p_k / log K
+- total variation:                                TV(p, q) = 1/2 sum_k |p_k - q_k|
+
+Intersectional versions use the joint distribution over two attributes (K1 * K2 groups) against
+the product of their targets. Every figure comes with a 95% percentile bootstrap interval over
+images; figures over several prompts are means, bootstrapped by resampling within each prompt.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def distribution(labels: np.ndarray, k: int) -> np.ndarray:
+    """Share of each of ``k`` groups among integer ``labels``."""
+    return np.bincount(np.asarray(labels), minlength=k)[:k] / max(1, len(labels))
+
+
+def uniform(k: int) -> np.ndarray:
+    return np.full(k, 1.0 / k)
+
+
+def fairness_discrepancy(p: np.ndarray, u: np.ndarray) -> float:
+    """FD = ||p - u||_2."""
+    return float(np.linalg.norm(np.asarray(p, float) - np.asarray(u, float)))
+
+
+def kl_to_target(p: np.ndarray, u: np.ndarray) -> float:
+    """KL(p || u) = sum_k p_k log(p_k / u_k), with 0 log 0 = 0 (nats)."""
+    p, u = np.asarray(p, float), np.asarray(u, float)
+    mask = p > 0
+    if np.any(u[mask] == 0):
+        return float("inf")
+    return float(np.sum(p[mask] * np.log(p[mask] / u[mask])))
+
+
+def mean_absolute_deviation(p: np.ndarray, u: np.ndarray | None = None) -> float:
+    """MAD = 1/K sum_k |p_k - mean(p)| (mean(p) = 1/K); ``u`` is ignored (DALL-Eval's definition)."""
+    p = np.asarray(p, float)
+    return float(np.mean(np.abs(p - p.mean())))
+
+
+def normalized_entropy(p: np.ndarray, u: np.ndarray | None = None) -> float:
+    """H(p) / log K, in [0, 1]: 1 is uniform, 0 a single group."""
+    p = np.asarray(p, float)
+    nz = p[p > 0]
+    return float(-np.sum(nz * np.log(nz)) / np.log(len(p)))
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """TV(p, q) = 1/2 sum_k |p_k - q_k|, in [0, 1]."""
+    return 0.5 * float(np.abs(np.asarray(p, float) - np.asarray(q, float)).sum())
+
+
+METRICS: dict[str, Metric] = {
+    "fd": fairness_discrepancy,
+    "kl": kl_to_target,
+    "mad": mean_absolute_deviation,
+    "entropy": normalized_entropy,
+    "tv": total_variation,
+}
+
+
+def joint_labels(a: np.ndarray, b: np.ndarray, k_b: int) -> np.ndarray:
+    """Labels of the intersection of two attributes: a * K_b + b (K_a * K_b groups)."""
+    return np.asarray(a) * k_b + np.asarray(b)
+
+
+def joint_target(u_a: np.ndarray, u_b: np.ndarray) -> np.ndarray:
+    """Target over the intersection: the product of the two targets (independence)."""
+    return np.outer(u_a, u_b).ravel()
+
+
+def bootstrap_interval(
+    labels: np.ndarray,
+    statistic: Callable[[np.ndarray], float],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """(estimate, low, high): percentile bootstrap over images (resampling rows of ``labels``)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    estimate = statistic(labels)
+    draws = np.array([statistic(labels[rng.integers(0, len(labels), len(labels))])
+                      for _ in range(n_boot)])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return float(estimate), float(low), float(high)
+
+
+def metric_interval(labels: np.ndarray, k: int, metric: Metric, target: np.ndarray | None = None,
+                    **kwargs) -> tuple[float, float, float]:
+    """A metric of the label distribution with its bootstrap interval."""
+    target = uniform(k) if target is None else np.asarray(target, float)
+    return bootstrap_interval(labels, lambda l: metric(distribution(l, k), target), **kwargs)
+
+
+def mean_over_prompts(
+    labels_per_prompt: Sequence[np.ndarray],
+    k: int,
+    metric: Metric,
+    target: np.ndarray | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Mean of a metric over prompts, with a bootstrap that resamples images within each prompt."""
+    target = uniform(k) if target is None else np.asarray(target, float)
+    rng = np.random.default_rng(seed)
+    groups = [np.asarray(l) for l in labels_per_prompt]
+    estimate = float(np.mean([metric(distribution(l, k), target) for l in groups]))
+    draws = np.array([
+        np.mean([metric(distribution(l[rng.integers(0, len(l), len(l))], k), target)
+                 for l in groups])
+        for _ in range(n_boot)
+    ])
+    alpha = (1 - level) / 2
+    low, high = np.quantile(draws, [alpha, 1 - alpha])
+    return estimate, float(low), float(high)
+
+
+def expected_tv_noise(p: np.ndarray, n: int) -> float:
+    """E[TV(p_hat, p)] for p_hat the shares of n draws from p (normal approximation):
+    1/2 sum_k sqrt(2 p_k (1 - p_k) / (pi n)). Below this, a TV says nothing."""
+    p = np.asarray(p, float)
+    return float(0.5 * np.sqrt(2 * p * (1 - p) / (np.pi * n)).sum())
