@@ -45,6 +45,20 @@ def oracle_accuracy(oracle: OracleAnnotator, n: int) -> dict[str, float]:
     return {a: float((probs[a].argmax(-1) == truth[a]).float().mean()) for a in oracle.groups}
 
 
+@torch.no_grad()
+def vae_ceiling(pipe, oracle: OracleAnnotator, n: int) -> dict[str, float]:
+    """Oracle accuracy on VAE reconstructions of fresh web renders: the best any generation
+    through this VAE can score (what the latents keep of each attribute)."""
+    rows = sample_rows("web", n, seed=4040)
+    x = torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in render_rows(rows)])
+    x = x.float() / 127.5 - 1
+    recon = torch.cat([pipe.vae.decode(pipe.vae.encode(x[i : i + 100]).latent_dist.mean).sample
+                       for i in range(0, n, 100)])
+    probs = oracle.predict_proba(((recon.clamp(-1, 1) + 1) / 2))
+    truth = labels_of(rows, oracle.groups)
+    return {a: float((probs[a].argmax(-1) == truth[a]).float().mean()) for a in oracle.groups}
+
+
 def named_fidelity(pipe, oracle, args) -> dict:
     """Held-out (occupation, region, setting) combinations, each with every tone named."""
     world = load_world()
@@ -169,6 +183,9 @@ def main() -> None:
                      "steps": args.steps, "default_guidance": args.guidance}
     results["oracle_accuracy"] = oracle_accuracy(oracle, args.n_oracle)
     print("oracle accuracy on held-out renders:", {a: f"{v:.2%}" for a, v in results["oracle_accuracy"].items()})
+    results["vae_ceiling"] = vae_ceiling(pipe, oracle, min(args.n_oracle, 1000))
+    print("oracle accuracy on VAE reconstructions (the ceiling for generations):",
+          {a: f"{v:.2%}" for a, v in results["vae_ceiling"].items()})
     results["named"], _ = named_fidelity(pipe, oracle, args)
     print("named attributes on held-out combinations (estimate, 95% CI):", results["named"])
     scales = (args.guidance,) if args.skip_guidance_curve else GUIDANCE_SCALES

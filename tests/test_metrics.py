@@ -110,3 +110,26 @@ def test_real_data_fair_diffusion_counts():
         mads = [mean_absolute_deviation(np.array(c) / sum(c)) for c in data[source].values()
                 if sum(c)]
         assert np.mean(mads) == pytest.approx(want, abs=5e-4), source
+
+
+def test_sampling_floor_is_the_fd_of_a_fair_sampler():
+    from equigen.audit.metrics import sampling_floor
+
+    u = uniform(4)
+    # E||p_hat - u||^2 = sum_k u_k (1 - u_k) / n = 0.75 / n; FD is about its square root
+    for n in (50, 400):
+        floor = sampling_floor(fairness_discrepancy, u, n)
+        assert floor == pytest.approx(np.sqrt(0.75 / n), rel=0.15)
+
+
+def test_bootstrap_covers_true_value_at_about_nominal_rate():
+    """Simulated data with a known distribution: the 95% interval of the share of group 0 must
+    cover the truth in about 95% of repetitions (fixed seed, 300 repetitions)."""
+    rng = np.random.default_rng(7)
+    truth = 0.3
+    covered = 0
+    for rep in range(300):
+        sample = (rng.random(200) < truth).astype(float)
+        _, lo, hi = bootstrap_interval(sample, np.mean, n_boot=300, seed=rep)
+        covered += lo <= truth <= hi
+    assert 0.90 <= covered / 300 <= 0.99

@@ -90,3 +90,28 @@ def test_export_from_a_run_still_training(finished_run, tmp_path):
     ema = load_file(reference / "unet" / "checkpoint" / "ema.safetensors")
     for key, value in exported.unet.state_dict().items():
         assert torch.allclose(value, ema[key].float(), atol=1e-2), key  # fp16 round trip
+
+
+def test_demo_runs_on_a_pipeline_and_prints_the_tone_table(finished_run, tmp_path, capsys):
+    import json
+
+    from equigen.cli import main
+
+    _, pipeline = finished_run
+    out = tmp_path / "demo"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quiet", "demo", "--out", str(out), "--set", f"model={pipeline}",
+              "--set", "images_per_grid_prompt=2", "--set", "n_per_occupation=3",
+              "--set", "steps=2", "--set", "grid_prompts=[a photo of a doctor, a street in Avel]"])
+    assert exit_.value.code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    table = json.loads((out / "tone_by_occupation.json").read_text())
+    assert set(table) == {"doctor", "chef", "farmer", "teacher", "builder"}
+    assert table["doctor"]["web"] == [0.7, 0.2, 0.06, 0.04] and table["doctor"]["n"] == 3
+    assert sum(table["doctor"]["generated"]) == pytest.approx(1.0, abs=0.01)
+    from PIL import Image
+
+    assert Image.open(out / "grid.png").size[1] == 2 * (128 + 2)
+    printed = capsys.readouterr().out
+    assert "TV to web" in printed and "doctor" in printed

@@ -132,6 +132,18 @@ def mean_over_prompts(
     return estimate, float(low), float(high)
 
 
+def sampling_floor(metric: Metric, target: np.ndarray, n: int, draws: int = 1000,
+                   seed: int = 0) -> float:
+    """The metric's mean for a model that samples exactly from ``target``, at ``n`` images.
+
+    FD, KL, MAD and TV are biased upward at finite n (a perfectly fair model scores above 0), and
+    a percentile bootstrap inherits that bias; this floor says which values mean nothing at this n.
+    """
+    target = np.asarray(target, float)
+    rng = np.random.default_rng(seed)
+    return float(np.mean([metric(rng.multinomial(n, target) / n, target) for _ in range(draws)]))
+
+
 def expected_tv_noise(p: np.ndarray, n: int) -> float:
     """E[TV(p_hat, p)] for p_hat the shares of n draws from p (normal approximation):
     1/2 sum_k sqrt(2 p_k (1 - p_k) / (pi n)). Below this, a TV says nothing."""

@@ -56,7 +56,7 @@ class DataConfig(StrictModel):
 
 class VAETrainConfig(StrictModel):
     arch: VAEArch = Field(default_factory=VAEArch)
-    steps: int = 1500
+    steps: int = 450
     batch_size: int = 32
     lr: float = 5e-4
     kl_weight: float = 1e-6
@@ -64,8 +64,8 @@ class VAETrainConfig(StrictModel):
 
 class UNetTrainConfig(StrictModel):
     arch: UNetArch = Field(default_factory=UNetArch)
-    steps: int = 6000
-    batch_size: int = 64
+    steps: int = 8000
+    batch_size: int = 32
     lr: float = 3e-4
     warmup_steps: int = 200
     weight_decay: float = 0.01

@@ -1,0 +1,147 @@
+"""``equigen audit``: generate n images per prompt, annotate them, measure, report.
+
+Generation is resumable and reproducible: images are generated in fixed batches of the job list
+(prompt x index), each image with its own seed (:func:`~equigen.audit.prompts.prompt_seed`), and
+a batch is written only whole, so a stopped audit continues without regenerating finished images
+and ends with exactly the results an uninterrupted run gives.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from PIL import Image
+
+from equigen.audit.annotate import ABSTAINED, annotate, check_attributes, load_annotator
+from equigen.audit.prompts import Prompt, PromptSet, load_prompt_set, prompt_seed
+from equigen.audit.results import compute_results
+from equigen.config import StrictModel
+from equigen.manifest import run_manifest
+from equigen.utils.console import info, make_progress
+from equigen.utils.io import atomic_path, write_json_atomic
+
+RESULTS = "results.json"
+ANNOTATIONS = "annotations.csv"
+
+
+class AuditConfig(StrictModel):
+    model: str = "mini-world"
+    prompts: Path = Path("configs/prompts/mini-world-occupations.yaml")
+    annotator: str = "oracle"
+    n: int = 100  # images per prompt
+    out: Path = Path("runs/audit")
+    seed: int = 0
+    guidance_scale: float = 4.0
+    steps: int = 25
+    batch_size: int = 16
+    abstain_below: Optional[float] = None  # label an image "abstained" under this confidence
+    n_boot: int = 1000
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+
+
+def image_path(out: Path, prompt: Prompt, index: int) -> Path:
+    return out / "images" / prompt.id / f"{index:04d}.png"
+
+
+def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bool = False) -> int:
+    """Generate every image not on disk yet; return how many were generated."""
+    jobs = [(p, i) for p in prompt_set.prompts for i in range(cfg.n)]
+    batches = [jobs[s : s + cfg.batch_size] for s in range(0, len(jobs), cfg.batch_size)]
+    todo = [b for b in batches if not all(image_path(cfg.out, p, i).is_file() for p, i in b)]
+    if not todo:
+        return 0
+    from equigen.models import load_pipeline
+    from equigen.models.generate import generate_images
+
+    pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
+                         allow_download=allow_download)
+    done = 0
+    with make_progress() as progress:
+        task = progress.add_task("generating", total=len(jobs),
+                                 completed=(len(batches) - len(todo)) * cfg.batch_size)
+        for batch in todo:
+            images = generate_images(
+                pipe, [p.text for p, _ in batch], [prompt_seed(cfg.seed, p.text, i) for p, i in batch],
+                guidance_scale=cfg.guidance_scale, steps=cfg.steps, batch_size=len(batch))
+            for (prompt, index), image in zip(batch, images):
+                path = image_path(cfg.out, prompt, index)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path) as tmp:
+                    image.save(tmp, format="PNG")
+            done += len(batch)
+            progress.advance(task, len(batch))
+    return done
+
+
+def run_audit(cfg: AuditConfig, allow_download: bool = False) -> dict[str, Any]:
+    """Run (or resume) an audit; return the results document (also in ``out/results.json``)."""
+    prompt_set = load_prompt_set(cfg.prompts)
+    annotator = load_annotator(cfg.annotator)
+    check_attributes(annotator, prompt_set.attributes, str(cfg.prompts))
+    with run_manifest(cfg.out, "audit", cfg, seed=cfg.seed) as manifest:
+        start = time.perf_counter()
+        generated = generate_missing(cfg, prompt_set, allow_download)
+        generation_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        labels: dict[str, dict[str, np.ndarray]] = {}
+        rows = []
+        for prompt in prompt_set.prompts:
+            images = [Image.open(image_path(cfg.out, prompt, i)).convert("RGB") for i in range(cfg.n)]
+            read = annotate(annotator, images, prompt_set.attributes, cfg.abstain_below)
+            labels[prompt.id] = {a: lab for a, (lab, _) in read.items()}
+            rows += _annotation_rows(cfg, prompt_set, prompt, read)
+        _write_annotations(cfg.out / ANNOTATIONS, rows)
+        annotation_s = time.perf_counter() - start
+
+        start = time.perf_counter()
+        results = compute_results(prompt_set, labels, n_boot=cfg.n_boot, seed=cfg.seed)
+        results["config"] = {k: v for k, v in cfg.model_dump(mode="json").items()
+                             if k not in ("out", "device", "dtype")}
+        write_json_atomic(cfg.out / RESULTS, results)
+        metrics_s = time.perf_counter() - start
+        manifest["results"] = {"images": len(prompt_set.prompts) * cfg.n, "generated": generated,
+                               "generation_s": round(generation_s, 2),
+                               "annotation_s": round(annotation_s, 2),
+                               "metrics_s": round(metrics_s, 2)}
+    info(f"audit written to {cfg.out}")
+    return results
+
+
+def _annotation_rows(cfg: AuditConfig, prompt_set: PromptSet, prompt: Prompt,
+                     read: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(cfg.n):
+        row: dict[str, Any] = {"prompt_id": prompt.id, "prompt": prompt.text, "index": i,
+                               "seed": prompt_seed(cfg.seed, prompt.text, i),
+                               "file": image_path(cfg.out, prompt, i).relative_to(cfg.out).as_posix()}
+        for attribute, (labels, probs) in read.items():
+            groups = prompt_set.attributes[attribute].groups
+            row[attribute] = "" if labels[i] == ABSTAINED else groups[labels[i]]
+            for g, p in zip(groups, probs[i]):
+                row[f"p_{attribute}_{g}"] = round(float(p), 4)
+        rows.append(row)
+    return rows
+
+
+def _write_annotations(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def load_results(run: Path) -> dict[str, Any]:
+    path = Path(run) / RESULTS
+    if not path.is_file():
+        from equigen.errors import EquigenError
+
+        raise EquigenError(f"{path}: not found (is {run} an audit folder?)")
+    return json.loads(path.read_text())
