@@ -28,6 +28,7 @@ demo: $(VENV)/.installed
 
 # pytest exits 5 when it collected no tests: that must never pass for success.
 test: $(VENV)/.installed-test
+	@bash scripts/ensure-chromium || echo "make test: chromium not installed; the browser test will skip"
 	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests - failing"; exit 1; fi; \
 	exit $$rc

@@ -125,25 +125,15 @@ def stereotype_rates(pipe, oracle, args) -> dict:
 
 
 def fid(oracle, generated: list[Image.Image], n: int) -> dict:
-    """FID with the oracle's penultimate features: generated vs held-out web renders, and the
+    """FID/KID with the oracle's penultimate features: generated vs held-out web renders, and the
     floor: a second, independent set of web renders vs the same held-out set."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    from equigen.audit.annotators import images_to_tensor
+    from equigen.audit.quality import fid_kid
 
-    class OracleFeatures(torch.nn.Module):
-        def forward(self, x):
-            return oracle.net.features(x)
-
-    reference = render_rows(sample_rows("web", n, seed=777))
-    second = render_rows(sample_rows("web", n, seed=778))
-    to_tensor = lambda imgs: torch.stack([torch.from_numpy(np.asarray(i.convert("RGB"))).permute(2, 0, 1) for i in imgs]).float() / 255
-
-    def score(images):
-        metric = FrechetInceptionDistance(feature=OracleFeatures(), normalize=True)
-        metric.update(to_tensor(reference), real=True)
-        metric.update(to_tensor(images[:n]), real=False)
-        return float(metric.compute())
-
-    return {"generated_vs_web": score(generated), "floor_web_vs_web": score(second), "n": n}
+    reference = images_to_tensor(render_rows(sample_rows("web", n, seed=777)))
+    second = images_to_tensor(render_rows(sample_rows("web", n, seed=778)))
+    return {"generated_vs_web": fid_kid(reference, images_to_tensor(generated[:n]), oracle.net.features),
+            "floor_web_vs_web": fid_kid(reference, second, oracle.net.features), "n": n}
 
 
 def speed(pipe, args) -> dict:

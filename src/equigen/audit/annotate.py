@@ -16,14 +16,30 @@ from equigen.errors import EquigenError
 ABSTAINED = -1
 
 
-def load_annotator(spec: str) -> Annotator:
-    """``oracle`` (the shipped mini-world oracle) or ``oracle:FOLDER``."""
+KINDS = "oracle, oracle:FOLDER, clip:CONFIG.yaml, classifier:FOLDER"
+
+
+def load_annotator(spec: str, allow_download: bool = False) -> Annotator:
+    """``oracle`` (the shipped mini-world oracle) or ``oracle:FOLDER``; ``clip:CONFIG.yaml``
+    (zero-shot CLIP, :mod:`equigen.audit.clip_annotator`); ``classifier:FOLDER`` (a timm classifier,
+    :mod:`equigen.audit.classifier_annotator`). ``allow_download`` lets CLIP reach the hub."""
     kind, _, path = spec.partition(":")
     if kind == "oracle":
         from equigen.world.oracle import OracleAnnotator
 
         return OracleAnnotator.load(Path(path) if path else None)
-    raise EquigenError(f"annotator {spec!r}: unknown kind {kind!r} (available: oracle, oracle:FOLDER)")
+    if kind in ("clip", "classifier") and not path:
+        what = "CONFIG.yaml" if kind == "clip" else "FOLDER"
+        raise EquigenError(f"annotator {spec!r}: {kind} needs a path, e.g. {kind}:{what}")
+    if kind == "clip":
+        from equigen.audit.clip_annotator import CLIPAnnotator
+
+        return CLIPAnnotator.load(path, allow_download=allow_download)
+    if kind == "classifier":
+        from equigen.audit.classifier_annotator import ClassifierAnnotator
+
+        return ClassifierAnnotator.load(path)
+    raise EquigenError(f"annotator {spec!r}: unknown kind {kind!r} (available: {KINDS})")
 
 
 def check_attributes(annotator: Annotator, attributes: dict[str, AttributeSpec], source: str) -> None:
@@ -39,10 +55,18 @@ def check_attributes(annotator: Annotator, attributes: dict[str, AttributeSpec],
 
 
 def annotate(annotator: Annotator, images: Sequence[Image.Image],
-             attributes: dict[str, AttributeSpec], abstain_below: float | None = None,
+             attributes: dict[str, AttributeSpec],
+             abstain_below: float | dict[str, float] | None = None,
              batch_size: int = 256) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{attribute: (labels [N] as indices into the prompt set's groups, or -1 when abstaining;
-    probabilities [N, K] in the prompt set's group order)}."""
+    probabilities [N, K] in the prompt set's group order)}.
+
+    ``abstain_below``: one threshold, or one per attribute ({attribute: threshold}; attributes
+    not named never abstain). It defaults to the annotator's own ``abstain_below`` (CLIP and
+    classifier annotators may declare one); pass 0 to never abstain. The threshold applies to the
+    probabilities in the prompt set's groups (a subset of the annotator's is not renormalised)."""
+    if abstain_below is None:
+        abstain_below = getattr(annotator, "abstain_below", None)
     chunks: dict[str, list[torch.Tensor]] = {a: [] for a in attributes}
     for start in range(0, len(images), batch_size):
         probs = annotator.predict_proba(list(images[start : start + batch_size]))
@@ -54,7 +78,8 @@ def annotate(annotator: Annotator, images: Sequence[Image.Image],
         order = [annotator.groups[a].index(g) for g in spec.groups]
         probs = full[:, order]
         labels = probs.argmax(-1)
-        if abstain_below is not None:
-            labels = np.where(probs.max(-1) < abstain_below, ABSTAINED, labels)
+        threshold = abstain_below.get(a) if isinstance(abstain_below, dict) else abstain_below
+        if threshold is not None:
+            labels = np.where(probs.max(-1) < threshold, ABSTAINED, labels)
         out[a] = (labels, probs)
     return out
