@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from equigen.audit.metrics import bootstrap_interval, distribution, total_variation
+from equigen.audit.metrics import bootstrap_interval, distribution, expected_tv_noise, total_variation
 from equigen.models import load_pipeline
 from equigen.models.generate import generate_images, image_seed
 from equigen.world.distributions import declared, sample_rows
@@ -81,7 +81,7 @@ def named_fidelity(pipe, oracle, args) -> dict:
     return out, images
 
 
-def tone_bias(pipe, oracle, args, guidance: float) -> dict:
+def tone_bias(pipe, oracle, args, guidance: float, n: int) -> dict:
     """Neutral prompts per occupation: tone distribution vs the declared web skew and uniform."""
     world = load_world()
     web = declared("web")
@@ -89,7 +89,6 @@ def tone_bias(pipe, oracle, args, guidance: float) -> dict:
     result = {}
     all_images = []
     for o, occupation in enumerate(world.occupations):
-        n = args.n_per_occupation
         seeds = [image_seed(23, o, i) for i in range(n)]
         images = generate_images(pipe, [neutral_prompt(occupation)] * n, seeds,
                                  guidance_scale=guidance, steps=args.steps,
@@ -103,6 +102,8 @@ def tone_bias(pipe, oracle, args, guidance: float) -> dict:
             "tv_to_web": bootstrap_interval(tones, lambda t: total_variation(distribution(t, k), target)),
             "tv_to_uniform": bootstrap_interval(tones, lambda t: total_variation(distribution(t, k), np.full(k, 1 / k))),
             "web_tv_to_uniform": total_variation(target, np.full(k, 1 / k)),
+            "tv_noise_floor": expected_tv_noise(target, n),
+            "n": n,
         }
     return result, all_images
 
@@ -156,6 +157,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=4.0, help="the default guidance scale")
     parser.add_argument("--n-per-occupation", type=int, default=200)
+    parser.add_argument("--n-curve", type=int, default=100,
+                        help="per occupation, for the guidance scales other than the default")
     parser.add_argument("--n-per-named", type=int, default=13, help="per combination and tone")
     parser.add_argument("--n-per-region", type=int, default=100)
     parser.add_argument("--n-oracle", type=int, default=2000)
@@ -181,11 +184,15 @@ def main() -> None:
     scales = (args.guidance,) if args.skip_guidance_curve else GUIDANCE_SCALES
     results["tone_bias"] = {}
     for w in scales:
-        results["tone_bias"][str(w)], images = tone_bias(pipe, oracle, args, w)
+        n = args.n_per_occupation if w == args.guidance else args.n_curve
+        results["tone_bias"][str(w)], images = tone_bias(pipe, oracle, args, w, n)
         if w == args.guidance:
             default_images = images
-        worst = max(v["tv_to_web"][0] for v in results["tone_bias"][str(w)].values())
-        print(f"w={w}: max over occupations of TV(generated, web) = {worst:.3f}")
+        for occupation, v in results["tone_bias"][str(w)].items():
+            print(f"  w={w} {occupation:8s} generated {v['generated']} web {v['web']} "
+                  f"TV to web {v['tv_to_web'][0]:.3f} [{v['tv_to_web'][1]:.3f}, {v['tv_to_web'][2]:.3f}]"
+                  f" (noise floor {v['tv_noise_floor']:.3f}; web's TV to uniform "
+                  f"{v['web_tv_to_uniform']:.2f}, generated's {v['tv_to_uniform'][0]:.2f})")
     results["stereotyped"] = stereotype_rates(pipe, oracle, args)
     print("stereotyped share per region (generated vs web):",
           {r: (round(v["generated"][0], 3), v["web"]) for r, v in results["stereotyped"].items()})

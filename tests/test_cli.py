@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 
 from equigen.cli import app
 
-GROUPS = ["world", "audit", "fairmap", "scoft", "synth", "stablerep", "report", "data", "demo"]
+GROUPS = ["world", "audit", "fairmap", "scoft", "synth", "stablerep", "report", "data", "demo",
+          "annotators"]
 runner = CliRunner()
 
 
@@ -24,7 +25,8 @@ def test_help_lists_every_group():
 
 @pytest.mark.parametrize("command", [["demo"], ["audit"], ["data", "check"], ["data", "import-ccub"],
                                      ["world", "export"], ["world", "train-base"],
-                                     ["world", "train-oracle"], ["world", "export-base"]])
+                                     ["world", "train-oracle"], ["world", "export-base"],
+                                     ["report"], ["annotators", "calibrate"]])
 def test_every_command_help_has_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output and "$ equigen" in result.output

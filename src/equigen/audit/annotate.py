@@ -11,9 +11,9 @@ from PIL import Image
 
 from equigen.audit.annotators import Annotator
 from equigen.audit.prompts import AttributeSpec
+from equigen.audit.results import ABSTAINED
 from equigen.errors import EquigenError
 
-ABSTAINED = -1
 
 
 KINDS = "oracle, oracle:FOLDER, clip:CONFIG.yaml, classifier:FOLDER"

@@ -36,18 +36,9 @@ import numpy as np
 
 from equigen import __version__
 from equigen.audit.metrics import METRICS, distribution, joint_labels, joint_target
+from equigen.audit.results import ABSTAINED, fairness_metrics
 from equigen.errors import EquigenError
 from equigen.utils.io import write_text_atomic
-
-# The same as equigen.audit.annotate.ABSTAINED and equigen.audit.results.fairness_metrics (a test
-# checks): not imported from there, because those modules import torch and the report needs none.
-ABSTAINED = -1
-
-
-def fairness_metrics(target: np.ndarray) -> tuple[str, ...]:
-    """The metrics ``results.json`` reports: KL(p||u) only when the target gives every group mass."""
-    return ("fd", "kl", "mad", "entropy") if (np.asarray(target) > 0).all() else ("fd", "mad", "entropy")
-
 
 RESULTS = "results.json"
 ANNOTATIONS = "annotations.csv"

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from equigen.audit.annotate import ABSTAINED
 from equigen.audit.metrics import (
     METRICS,
     bootstrap_interval,
@@ -21,6 +20,8 @@ from equigen.audit.metrics import (
 from equigen.audit.prompts import PromptSet
 
 FAIRNESS_METRICS = ("fd", "kl", "mad", "entropy")
+ABSTAINED = -1  # the label of an image the annotator declined to label
+SCHEMA_VERSION = 1
 
 
 def fairness_metrics(target: np.ndarray) -> tuple[str, ...]:
@@ -42,8 +43,8 @@ def compute_results(prompt_set: PromptSet, labels: dict[str, dict[str, np.ndarra
     boot = {"n_boot": n_boot, "seed": seed}
     per_prompt = []
     for prompt in prompt_set.prompts:
-        entry: dict[str, Any] = {"id": prompt.id, "text": prompt.text, "attributes": {},
-                                 "expect": {}}
+        entry: dict[str, Any] = {"id": prompt.id, "text": prompt.text, "slots": prompt.slots,
+                                 "attributes": {}, "expect": {}}
         for name, spec in prompt_set.attributes.items():
             all_labels = labels[prompt.id][name]
             kept = all_labels[all_labels != ABSTAINED]
@@ -68,8 +69,14 @@ def compute_results(prompt_set: PromptSet, labels: dict[str, dict[str, np.ndarra
                                   for m in fairness_metrics(target) if m != "entropy"}
             entry["attributes"][name] = block
         per_prompt.append(entry)
-    return {"prompt_set": prompt_set.name, "prompts": per_prompt,
-            "summary": _summary(prompt_set, labels, boot)}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prompt_set": prompt_set.name,
+        "attributes": {name: {"groups": spec.groups, "target": _rounded(prompt_set.target(name))}
+                       for name, spec in prompt_set.attributes.items()},
+        "prompts": per_prompt,
+        "summary": _summary(prompt_set, labels, boot),
+    }
 
 
 def _summary(prompt_set: PromptSet, labels: dict[str, dict[str, np.ndarray]],
@@ -86,8 +93,10 @@ def _summary(prompt_set: PromptSet, labels: dict[str, dict[str, np.ndarray]],
                                                  prompt_set.target(name), **boot))
                    for m in fairness_metrics(prompt_set.target(name))},
             }
-        named = [(labels[p.id][name] == spec.groups.index(p.expect[name])).astype(float)
-                 for p in prompt_set.prompts if name in p.expect]
+        # accuracy among the images the annotator labelled, as per prompt (abstentions apart)
+        named = [(kept == spec.groups.index(p.expect[name])).astype(float)
+                 for p in prompt_set.prompts if name in p.expect
+                 for kept in [labels[p.id][name][labels[p.id][name] != ABSTAINED]]]
         if named:
             summary["alignment"][name] = _rounded(bootstrap_interval(np.concatenate(named), np.mean, **boot))
     names = list(prompt_set.attributes)

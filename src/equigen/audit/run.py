@@ -82,7 +82,7 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
 def run_audit(cfg: AuditConfig, allow_download: bool = False) -> dict[str, Any]:
     """Run (or resume) an audit; return the results document (also in ``out/results.json``)."""
     prompt_set = load_prompt_set(cfg.prompts)
-    annotator = load_annotator(cfg.annotator)
+    annotator = load_annotator(cfg.annotator, allow_download=allow_download)
     check_attributes(annotator, prompt_set.attributes, str(cfg.prompts))
     with run_manifest(cfg.out, "audit", cfg, seed=cfg.seed) as manifest:
         start = time.perf_counter()
@@ -110,7 +110,10 @@ def run_audit(cfg: AuditConfig, allow_download: bool = False) -> dict[str, Any]:
                                "generation_s": round(generation_s, 2),
                                "annotation_s": round(annotation_s, 2),
                                "metrics_s": round(metrics_s, 2)}
-    info(f"audit written to {cfg.out}")
+    from equigen.audit.report import write_report
+
+    write_report([cfg.out], cfg.out / "report.html")
+    info(f"audit written to {cfg.out} (report.html, results.json, annotations.csv)")
     return results
 
 

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from equigen import __version__
-from equigen.cli import audit, data, demo, world
+from equigen.cli import annotators, audit, data, demo, report, world
 from equigen.cli.common import reserved_group, state
 from equigen.errors import EquigenError
 from equigen.utils.console import console, set_quiet
@@ -34,7 +34,8 @@ app.add_typer(reserved_group("scoft", "SCoFT: self-contrastive LoRA fine-tuning.
 app.add_typer(reserved_group("synth", "Generate synthetic image datasets at scale.", 7), name="synth")
 app.add_typer(reserved_group("stablerep", "StableRep: learn representations from synthetic "
                              "images.", 7), name="stablerep")
-app.add_typer(reserved_group("report", "Compare runs in one HTML report.", 4), name="report")
+app.command(name="report", epilog=report.EPILOG)(report.report)
+app.add_typer(annotators.app, name="annotators")
 app.add_typer(data.app, name="data")
 app.command(name="demo", epilog=demo.EPILOG)(demo.demo)
 

@@ -77,7 +77,8 @@ def calibrate(
         if fig["abstain_below"] is not None:
             abstained += f" (< {fig['abstain_below']:g})"
         summary.add_row(name, str(fig["n"]), acc_text, abstained, recall,
-                        f"{gap_text} [{gap[1]:.1%}, {gap[2]:.1%}] ({low} vs {high})")
+                        f"{gap_text} [{gap[1]:.1%}, {gap[2]:.1%}]"
+                        + (f" ({escape(low)} vs {escape(high)})" if gap[0] > 0 else ""))
     output.print(summary)
     for name, fig in report["attributes"].items():
         confusion = Table(title=f"{name}: true (rows) vs read (columns)")

@@ -22,7 +22,8 @@ def audit(
                                                  "a hub id.", show_default="mini-world")] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt set YAML.", show_default=
                                                     "configs/prompts/mini-world-occupations.yaml")] = None,
-    annotator: Annotated[Optional[str], typer.Option(help="Annotator: oracle or oracle:FOLDER.",
+    annotator: Annotated[Optional[str], typer.Option(help="Annotator: oracle, oracle:FOLDER, clip:CONFIG.yaml or "
+                                                     "classifier:FOLDER.",
                                                      show_default="oracle")] = None,
     n: Annotated[Optional[int], typer.Option(help="Images per prompt.", show_default="100")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (resumes if it exists).",

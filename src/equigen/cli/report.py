@@ -18,7 +18,7 @@ def report(
     runs: Annotated[list[Path], typer.Argument(
         help="Audit folder(s) written by `equigen audit`. With several, the first is the baseline "
              "and each other is compared with it on the prompts they share.",
-        show_default=False)],
+        metavar="RUN...", show_default=False)],
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="HTML file to write.",
         show_default="RUN/report.html for one run, ./report.html for several")] = None,
