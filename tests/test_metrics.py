@@ -133,3 +133,11 @@ def test_bootstrap_covers_true_value_at_about_nominal_rate():
         _, lo, hi = bootstrap_interval(sample, np.mean, n_boot=300, seed=rep)
         covered += lo <= truth <= hi
     assert 0.90 <= covered / 300 <= 0.99
+
+
+def test_interval_of_a_biased_metric_contains_its_estimate():
+    """FD of a perfectly balanced sample is 0, and every bootstrap draw is above it: a plain
+    percentile interval would exclude 0; the bias-corrected one starts at it."""
+    labels = np.repeat([0, 1, 2, 3], 15)
+    est, lo, hi = metric_interval(labels, 4, fairness_discrepancy)
+    assert est == 0.0 and lo == 0.0 and lo <= est <= hi

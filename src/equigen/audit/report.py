@@ -35,7 +35,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from equigen import __version__
-from equigen.audit.metrics import METRICS, distribution, joint_labels, joint_target
+from equigen.audit.metrics import (
+    METRICS,
+    bias_corrected_percentiles,
+    distribution,
+    joint_labels,
+    joint_target,
+)
 from equigen.audit.results import ABSTAINED, fairness_metrics
 from equigen.errors import EquigenError
 from equigen.utils.io import write_text_atomic
@@ -222,11 +228,9 @@ class Compared:
     @staticmethod
     def from_draws(estimates: Sequence[float], draws: Sequence[np.ndarray],
                    level: float = 0.95) -> "Compared":
-        alpha = (1 - level) / 2
-
         def interval(est: float, d: np.ndarray) -> Interval:
-            lo, hi = np.quantile(d, [alpha, 1 - alpha])
-            return float(est), float(lo), float(hi)
+            lo, hi = bias_corrected_percentiles(d, est, level)
+            return float(est), lo, hi
 
         values = [interval(e, d) for e, d in zip(estimates, draws)]
         deltas = [interval(estimates[i] - estimates[0], draws[i] - draws[0])
@@ -504,7 +508,7 @@ def _page(title: str, header: str, body: str) -> str:
             f'<header class="top"><div class="wrap">{header}</div></header>'
             f'<main><div class="wrap">{body}</div></main>'
             f'<footer><div class="wrap">Made by equigen {__version__} · every figure with a 95% '
-            f"percentile bootstrap interval over images · figures over prompts are means over "
+            f"bias-corrected bootstrap interval over images · figures over prompts are means over "
             f"prompts · self-contained: works offline.</div></footer></body></html>\n")
 
 
