@@ -35,3 +35,12 @@ def images_to_tensor(images: Sequence[Image.Image] | torch.Tensor, size: int | N
             image = image.resize((size, size), Image.BICUBIC)
         arrays.append(np.asarray(image))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+def check_thresholds(abstain_below: object, attributes: dict) -> None:
+    """A per-attribute ``abstain_below`` may only name declared attributes (config validators)."""
+    if isinstance(abstain_below, dict):
+        unknown = sorted(set(abstain_below) - set(attributes))
+        if unknown:
+            raise ValueError(f"abstain_below names attributes that are not declared: {unknown} "
+                             f"(attributes: {', '.join(attributes)})")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence, Union
 from pydantic import Field, model_validator, ValidationError, field_validator
 
 from equigen.config import StrictModel, format_validation_error
+from equigen.audit.annotators import check_thresholds
 from equigen.errors import EquigenError
 
 if TYPE_CHECKING:
@@ -59,11 +60,7 @@ class ClassifierConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> "ClassifierConfig":
-        if isinstance(self.abstain_below, dict):
-            unknown = sorted(set(self.abstain_below) - set(self.attributes))
-            if unknown:
-                raise ValueError(f"abstain_below names attributes that are not declared: {unknown} "
-                                 f"(attributes: {', '.join(self.attributes)})")
+        check_thresholds(self.abstain_below, self.attributes)
         return self
 
     @property

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, Sequence, Union
 
 from pydantic import Field, model_validator, field_validator
 
+from equigen.audit.annotators import check_thresholds
 from equigen.config import StrictModel, load_config
 from equigen.errors import EquigenError
 
@@ -66,11 +67,7 @@ class CLIPAnnotatorConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_thresholds(self) -> "CLIPAnnotatorConfig":
-        if isinstance(self.abstain_below, dict):
-            unknown = sorted(set(self.abstain_below) - set(self.attributes))
-            if unknown:
-                raise ValueError(f"abstain_below names attributes that are not declared: {unknown} "
-                                 f"(attributes: {', '.join(self.attributes)})")
+        check_thresholds(self.abstain_below, self.attributes)
         return self
 
 
