@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from equigen.audit.annotators import images_to_tensor
 from equigen.audit.metrics import bootstrap_interval, distribution, expected_tv_noise, total_variation
 from equigen.models import load_pipeline
 from equigen.models.generate import generate_images, image_seed
@@ -50,8 +51,7 @@ def vae_ceiling(pipe, oracle: OracleAnnotator, n: int) -> dict[str, float]:
     """Oracle accuracy on VAE reconstructions of fresh web renders: the best any generation
     through this VAE can score (what the latents keep of each attribute)."""
     rows = sample_rows("web", n, seed=4040)
-    x = torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1) for im in render_rows(rows)])
-    x = x.float() / 127.5 - 1
+    x = images_to_tensor(render_rows(rows)) * 2 - 1
     recon = torch.cat([pipe.vae.decode(pipe.vae.encode(x[i : i + 100]).latent_dist.mean).sample
                        for i in range(0, n, 100)])
     probs = oracle.predict_proba(((recon.clamp(-1, 1) + 1) / 2))
@@ -73,7 +73,8 @@ def named_fidelity(pipe, oracle, args) -> dict:
     images = generate_images(pipe, prompts, seeds, guidance_scale=args.guidance,
                              steps=args.steps, batch_size=args.batch_size, description="named")
     probs = oracle.predict_proba(images)
-    labels = labels_of(truth, oracle.groups)
+    named = ("occupation", "region", "setting", "tone")
+    labels = labels_of(truth, {a: oracle.groups[a] for a in named})
     out = {"n": len(images)}
     for attr in ("occupation", "region", "setting", "tone"):
         correct = (probs[attr].argmax(-1) == labels[attr]).numpy().astype(float)
@@ -128,7 +129,6 @@ def stereotype_rates(pipe, oracle, args) -> dict:
 def fid(oracle, generated: list[Image.Image], n: int) -> dict:
     """FID/KID with the oracle's penultimate features: generated vs held-out web renders, and the
     floor: a second, independent set of web renders vs the same held-out set."""
-    from equigen.audit.annotators import images_to_tensor
     from equigen.audit.quality import fid_kid
 
     reference = images_to_tensor(render_rows(sample_rows("web", n, seed=777)))

@@ -132,3 +132,19 @@ def test_stopped_audit_resumes_to_identical_results(tiny_model, tmp_path, monkey
     assert resumed == reference
     assert (tmp_path / "a" / "results.json").read_bytes() == (tmp_path / "b" / "results.json").read_bytes()
     assert (tmp_path / "a" / "annotations.csv").read_text() == (tmp_path / "b" / "annotations.csv").read_text()
+
+
+def test_audit_command_end_to_end(tiny_model, tmp_path, capsys):
+    from equigen.cli import main
+
+    out = tmp_path / "cli-audit"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--quiet", "audit", "--model", str(tiny_model), "--prompts",
+              str(write_prompts(tmp_path)), "--n", "2", "--out", str(out),
+              "--set", "steps=1", "--set", "n_boot=20", "--set", "batch_size=6"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    assert "tone: FD" in printed and "tone when named" in printed
+    for name in ("results.json", "annotations.csv", "report.html", "manifest.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text())["config"]["n"] == 2

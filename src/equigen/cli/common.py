@@ -33,12 +33,12 @@ SetOption = Annotated[
 ]
 
 
-def resolve_config(model: type[M], config: Path | None, overrides: list[str] | None,
+def resolve_config(config_class: type[M], config: Path | None, overrides: list[str] | None,
                    **values: Any) -> M:
     """The command's validated config. ``values``: flags given on the command line (dotted keys
     written with ``__``, e.g. ``train__lr``); ``None`` means the flag was not given."""
     dotted = {key.replace("__", "."): value for key, value in values.items()}
-    return load_config(model, config, overrides or (), values=dotted)
+    return load_config(config_class, config, overrides or (), values=dotted)
 
 
 def example(*lines: str) -> str:
