@@ -161,14 +161,13 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_oracle(cfg: OracleTrainConfig) -> dict[str, float]:
     """Train the oracle on probe renders; return held-out accuracy per attribute."""
     from equigen.world.distributions import sample_rows
-    from equigen.world.train_base import _render_chunk
+    from equigen.world.render import render_rows
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     groups = attribute_groups()
     rows = sample_rows("probe", cfg.n_images, seed=cfg.seed)
-    images = np.concatenate([_render_chunk((rows[i : i + 1000], 64))
-                             for i in range(0, len(rows), 1000)])
+    images = render_rows(rows, 64)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255.0)
     y = labels_of(rows, groups)
     test = torch.tensor([row["split"] == "test" for row in rows])

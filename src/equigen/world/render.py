@@ -646,3 +646,12 @@ def _draw_bricks(p: _Painter, b: _Body) -> None:
 
 _PROPS = {"medkit": _prop_medkit, "pan": _prop_pan, "pitchfork": _prop_pitchfork,
           "board": _prop_board, "hammer": _prop_hammer}
+
+
+def render_rows(rows: list[dict], size: int = 64) -> np.ndarray:
+    """Dataset rows (``sample_rows`` format: ground truth + ``seed``) -> uint8 [N, size, size, 3]."""
+    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
+    for i, row in enumerate(rows):
+        scene = Scene(row["tone"], row["region"], row["occupation"], row["setting"], row["style"])
+        out[i] = np.asarray(render(scene, row["seed"], size=size))
+    return out

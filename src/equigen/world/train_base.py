@@ -44,6 +44,7 @@ from equigen.world.model import (
     save_pipeline_without_text_encoder,
     training_scheduler,
 )
+from equigen.world.render import render_rows
 
 
 class DataConfig(StrictModel):
@@ -97,15 +98,8 @@ def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
 # ------------------------------------------------------------------------------------ 1. render
 
 def _render_chunk(args: tuple[list[dict[str, Any]], int]) -> np.ndarray:
-    from equigen.world.render import render
-    from equigen.world.scene import Scene
-
-    rows, size = args
-    out = np.empty((len(rows), size, size, 3), dtype=np.uint8)
-    for i, row in enumerate(rows):
-        scene = Scene(row["tone"], row["region"], row["occupation"], row["setting"], row["style"])
-        out[i] = np.asarray(render(scene, row["seed"], size=size))
-    return out
+    """Pool worker: one argument, as ``imap`` passes it."""
+    return render_rows(*args)
 
 
 def render_corpus(cfg: BaseTrainConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
