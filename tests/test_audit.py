@@ -9,7 +9,6 @@ from equigen.audit import run as audit_run
 from equigen.audit.prompts import load_prompt_set, prompt_seed
 from equigen.audit.results import compute_results
 from equigen.errors import EquigenError
-from equigen.models.tiny import build_tiny_pipeline
 
 PROMPTS = """
 name: test set
@@ -84,13 +83,6 @@ def test_results_from_known_labels(tmp_path):
     assert fairness["fd"][0] == pytest.approx(np.sqrt(0.75) / 2, abs=1e-4)
     assert results["summary"]["alignment"]["tone"][0] == pytest.approx(0.75)
     assert "tone x style" in results["summary"]["intersectional"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-sd")
-    build_tiny_pipeline(seed=0).save_pretrained(folder)
-    return folder
 
 
 def audit_config(tiny_model, prompts, out):

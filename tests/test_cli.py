@@ -33,10 +33,10 @@ def test_every_command_help_has_an_example(command):
 
 
 def test_reserved_group_fails_with_one_line():
-    result = run_cli("fairmap")
+    result = run_cli("scoft")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: 'equigen fairmap' is not available in this version yet (issue #5)"
+        "error: 'equigen scoft' is not available in this version yet (issue #6)"
     ]
 
 

@@ -500,6 +500,56 @@ code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.92em}
 """
 
 
+def tradeoff_chart(points: Sequence[dict[str, Any]], x_label: str, y_label: str,
+                   title: str) -> str:
+    """An SVG scatter of ``points`` ({"label", "x": [est, lo, hi], "y": [est, lo, hi]}) with
+    95% interval whiskers on both axes, joined in the given order (e.g. increasing lambda)."""
+    width, height, left, bottom, pad = 520, 300, 56, 40, 14
+    xs = [v for p in points for v in p["x"]]
+    ys = [v for p in points for v in p["y"]]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = 0.0, max(ys) * 1.08 or 1.0
+    if x1 - x0 < 1e-6:
+        x0, x1 = x0 - 0.05, x1 + 0.05
+    span = x1 - x0
+    x0, x1 = x0 - 0.08 * span, x1 + 0.08 * span
+
+    def px(x: float) -> float:
+        return left + (x - x0) / (x1 - x0) * (width - left - pad)
+
+    def py(y: float) -> float:
+        return height - bottom - (y - y0) / (y1 - y0) * (height - bottom - pad)
+
+    parts = [f'<line x1="{left}" y1="{height - bottom}" x2="{width - pad}" y2="{height - bottom}" '
+             f'stroke="#999"/><line x1="{left}" y1="{pad}" x2="{left}" y2="{height - bottom}" '
+             f'stroke="#999"/>']
+    for i in range(5):
+        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
+        parts.append(f'<text x="{px(xv):.1f}" y="{height - bottom + 14}" font-size="10" '
+                     f'text-anchor="middle" fill="#555">{xv:.2f}</text>'
+                     f'<text x="{left - 6}" y="{py(yv) + 3:.1f}" font-size="10" text-anchor="end" '
+                     f'fill="#555">{yv:.2f}</text>')
+    parts.append(f'<text x="{(left + width - pad) / 2:.0f}" y="{height - 6}" font-size="11" '
+                 f'text-anchor="middle">{_e(x_label)}</text><text x="12" y="{(height - bottom) / 2:.0f}" '
+                 f'font-size="11" text-anchor="middle" transform="rotate(-90 12 '
+                 f'{(height - bottom) / 2:.0f})">{_e(y_label)}</text>')
+    path = " ".join(f"{'M' if i == 0 else 'L'}{px(p['x'][0]):.1f},{py(p['y'][0]):.1f}"
+                    for i, p in enumerate(points))
+    parts.append(f'<path d="{path}" fill="none" stroke="#8a8a8a" stroke-dasharray="3 3"/>')
+    for p, colour in zip(points, _colours(len(points))):
+        (x, xlo, xhi), (y, ylo, yhi) = p["x"], p["y"]
+        parts.append(f'<g><title>{_e(p["label"])}: {x_label} {x:.3f} [{xlo:.3f}, {xhi:.3f}], '
+                     f'{y_label} {y:.3f} [{ylo:.3f}, {yhi:.3f}]</title>'
+                     f'<line x1="{px(xlo):.1f}" y1="{py(y):.1f}" x2="{px(xhi):.1f}" y2="{py(y):.1f}" '
+                     f'stroke="{colour}"/><line x1="{px(x):.1f}" y1="{py(ylo):.1f}" x2="{px(x):.1f}" '
+                     f'y2="{py(yhi):.1f}" stroke="{colour}"/><circle cx="{px(x):.1f}" cy="{py(y):.1f}" '
+                     f'r="5" fill="{colour}"/><text x="{px(x) + 7:.1f}" y="{py(y) - 7:.1f}" '
+                     f'font-size="11">{_e(p["label"])}</text></g>')
+    svg = (f'<svg viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+           f'aria-label="{_e(title)}">{"".join(parts)}</svg>')
+    return f'<section class="card" id="tradeoff"><h2 class="section">{_e(title)}</h2>{svg}</section>'
+
+
 def _page(title: str, header: str, body: str) -> str:
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -516,6 +566,7 @@ def _meta_items(run: Run) -> list[tuple[str, str]]:
     cfg = run.config
     n_images = sum(len(v) for v in run.images.values())
     items = [("model", cfg.get("model", "?")),
+             ("fair mapping", cfg.get("fairmap") or "none"),
              ("prompt set", run.results.get("prompt_set") or cfg.get("prompts", "?")),
              ("annotator", cfg.get("annotator", "?")),
              ("n per prompt", cfg.get("n", "?")),
@@ -853,7 +904,8 @@ def _delta_cell(metric: str, delta: Interval, kind: str = "num") -> str:
             f"{label}</span></td>")
 
 
-def _comparison_report(runs: Sequence[Run], title: str | None, thumbs: int, n_boot: int) -> str:
+def _comparison_report(runs: Sequence[Run], title: str | None, thumbs: int, n_boot: int,
+                       extra_html: str = "") -> str:
     base = runs[0]
     cmp_ = compare_runs(runs, n_boot=n_boot)
     names = " → ".join(f"{r.letter} {r.name}" for r in runs)
@@ -868,6 +920,7 @@ def _comparison_report(runs: Sequence[Run], title: str | None, thumbs: int, n_bo
         header += ('<div class="warn"><b>Check before trusting the deltas</b><ul>'
                    + "".join(f"<li>{_e(w)}</li>" for w in cmp_.warnings) + "</ul></div>")
 
+    header += extra_html
     later = runs[1:]
     heads = "".join(f"<th>{_e(r.letter)}</th>" for r in runs) + "".join(
         f"<th>Δ {_e(r.letter)} − {_e(base.letter)} <span class=\"dir\">95% CI</span></th><th></th>"
@@ -960,9 +1013,10 @@ def _comparison_report(runs: Sequence[Run], title: str | None, thumbs: int, n_bo
 
 
 def write_report(runs: list[Path], out: Path, title: str | None = None, thumbs: int = THUMBS,
-                 n_boot: int = 1000) -> Path:
+                 n_boot: int = 1000, extra_html: str = "") -> Path:
     """Write one self-contained HTML report of one audit run, or a before/after comparison of
-    several (the first is the baseline); return ``out``."""
+    several (the first is the baseline); return ``out``. ``extra_html`` (e.g. a
+    :func:`tradeoff_chart`) goes under the header of a comparison."""
     if not runs:
         raise EquigenError("give at least one audit folder")
     loaded = [load_run(Path(r)) for r in runs]
@@ -974,7 +1028,7 @@ def write_report(runs: list[Path], out: Path, title: str | None = None, thumbs: 
     if len(loaded) == 1:
         page = _single_report(loaded[0], title, thumbs)
     else:
-        page = _comparison_report(loaded, title, thumbs, n_boot)
+        page = _comparison_report(loaded, title, thumbs, n_boot, extra_html)
     out = Path(out)
     write_text_atomic(out, page)
     return out

@@ -31,6 +31,7 @@ ANNOTATIONS = "annotations.csv"
 
 class AuditConfig(StrictModel):
     model: str = "mini-world"
+    fairmap: Optional[Path] = None  # a Fair Mapping folder applied to the prompt embeddings
     prompts: Path = Path("configs/prompts/mini-world-occupations.yaml")
     annotator: str = "oracle"
     n: int = 100  # images per prompt
@@ -61,6 +62,11 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
 
     pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
                          allow_download=allow_download)
+    prompt_encoder = None
+    if cfg.fairmap is not None:
+        from equigen.methods.fairmap import FairMapping
+
+        prompt_encoder = FairMapping.load(cfg.fairmap).encode
     done = 0
     with make_progress() as progress:
         task = progress.add_task("generating", total=len(jobs),
@@ -68,7 +74,8 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
         for batch in todo:
             images = generate_images(
                 pipe, [p.text for p, _ in batch], [prompt_seed(cfg.seed, p.text, i) for p, i in batch],
-                guidance_scale=cfg.guidance_scale, steps=cfg.steps, batch_size=len(batch))
+                guidance_scale=cfg.guidance_scale, steps=cfg.steps, batch_size=len(batch),
+                prompt_encoder=prompt_encoder)
             for (prompt, index), image in zip(batch, images):
                 path = image_path(cfg.out, prompt, index)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,11 +86,35 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     return done
 
 
+GENERATION_KEYS = ("model", "fairmap", "seed", "guidance_scale", "steps")
+
+
+def check_resumable(cfg: AuditConfig) -> None:
+    """Refuse to add images to a run folder made with other generation settings (the images
+    would mix two models)."""
+    manifest = cfg.out / "manifest.json"
+    if not manifest.is_file():
+        return
+    try:
+        before = json.loads(manifest.read_text()).get("config") or {}
+    except json.JSONDecodeError:
+        return
+    now = cfg.model_dump(mode="json")
+    changed = [k for k in GENERATION_KEYS if k in before and before[k] != now[k]]
+    if changed:
+        from equigen.errors import EquigenError
+
+        details = ", ".join(f"{k} was {before[k]!r}, now {now[k]!r}" for k in changed)
+        raise EquigenError(f"{cfg.out} holds an audit made with other settings ({details}); "
+                           f"give a new --out")
+
+
 def run_audit(cfg: AuditConfig, allow_download: bool = False) -> dict[str, Any]:
     """Run (or resume) an audit; return the results document (also in ``out/results.json``)."""
     prompt_set = load_prompt_set(cfg.prompts)
     annotator = load_annotator(cfg.annotator, allow_download=allow_download)
     check_attributes(annotator, prompt_set.attributes, str(cfg.prompts))
+    check_resumable(cfg)
     with run_manifest(cfg.out, "audit", cfg, seed=cfg.seed) as manifest:
         start = time.perf_counter()
         generated = generate_missing(cfg, prompt_set, allow_download)

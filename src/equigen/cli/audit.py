@@ -20,6 +20,9 @@ EPILOG = example(
 def audit(
     model: Annotated[Optional[str], typer.Option(help="Model: mini-world, a diffusers folder or "
                                                  "a hub id.", show_default="mini-world")] = None,
+    fairmap: Annotated[Optional[Path], typer.Option(help="Fair Mapping folder to apply "
+                                                    "(from `equigen fairmap train`).",
+                                                    show_default=False)] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt set YAML.", show_default=
                                                     "configs/prompts/mini-world-occupations.yaml")] = None,
     annotator: Annotated[Optional[str], typer.Option(help="Annotator: oracle, oracle:FOLDER, clip:CONFIG.yaml or "
@@ -35,7 +38,7 @@ def audit(
     intervals (results.json, annotations.csv). A stopped audit resumes where it stopped."""
     from equigen.audit.run import AuditConfig, run_audit
 
-    cfg = resolve_config(AuditConfig, config, set_, model=model, prompts=prompts,
+    cfg = resolve_config(AuditConfig, config, set_, model=model, fairmap=fairmap, prompts=prompts,
                          annotator=annotator, n=n, out=out)
     results = run_audit(cfg, allow_download=state.allow_download)
     for attribute, figures in results["summary"]["fairness"].items():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -11,6 +11,9 @@ from equigen.utils.console import make_progress
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
+
+# (pipe, prompts) -> (prompt_embeds, negative_prompt_embeds), e.g. FairMapping.encode
+PromptEncoder = Callable[["DiffusionPipeline", Sequence[str]], "tuple[torch.Tensor, torch.Tensor]"]
 
 
 def image_seed(base_seed: int, prompt_index: int, image_index: int) -> int:
@@ -29,8 +32,13 @@ def generate_images(
     batch_size: int = 16,
     size: int | None = None,
     description: str = "generating",
+    prompt_encoder: Optional[PromptEncoder] = None,
 ) -> list[Image.Image]:
     """One image per (prompt, seed) pair, in order, generated ``batch_size`` at a time.
+
+    ``prompt_encoder`` replaces the pipeline's own prompt encoding (it returns
+    ``prompt_embeds`` and ``negative_prompt_embeds``), which is how an embedding-space method
+    such as Fair Mapping is applied without changing the pipeline.
 
     Each image gets its own ``torch.Generator``, so a batch of 16 and 16 batches of 1 give the
     same images (up to float rounding of batched kernels).
@@ -45,7 +53,12 @@ def generate_images(
             batch_prompts = list(prompts[start : start + batch_size])
             generators = [torch.Generator().manual_seed(int(s))
                           for s in seeds[start : start + batch_size]]
-            result = pipe(batch_prompts, num_inference_steps=steps, guidance_scale=guidance_scale,
+            if prompt_encoder is None:
+                text: dict = {"prompt": batch_prompts}
+            else:
+                embeds, negative = prompt_encoder(pipe, batch_prompts)
+                text = {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+            result = pipe(**text, num_inference_steps=steps, guidance_scale=guidance_scale,
                           height=size, width=size, generator=generators)
             images.extend(result.images)
             progress.advance(task, len(batch_prompts))

@@ -1,0 +1,183 @@
+"""Train a Fair Mapping: only the map learns; text encoder and denoiser stay frozen.
+
+Each step takes a batch of neutral prompts v, maps them (v' = M(v)) and minimises
+L_text(v', v) + lambda * sum over attributes of L_fair(d(v', v_1), ..., d(v', v_K)).
+The distance d is measured either between token-averaged embeddings (the paper) or between the
+frozen denoiser's noise predictions on the same noisy latents (what the generator does with them).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from equigen.manifest import run_manifest
+from equigen.methods.fairmap.losses import embedding_distance, fair_distance_penalty, text_consistency
+from equigen.methods.fairmap.mapping import FairMap, FairMapping, text_width
+from equigen.methods.fairmap.prompts import FairMapConfig, PromptTriples, build_prompts
+from equigen.utils.console import info, make_progress
+from equigen.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
+LOSS_LOG = "loss.csv"
+
+
+@torch.no_grad()
+def encode_texts(pipe: "DiffusionPipeline", texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+    """(N, L, D) per-token embeddings from the pipeline's own (frozen) text encoder."""
+    chunks = [pipe.encode_prompt(list(texts[s : s + batch_size]), pipe.device, 1, False)[0]
+              for s in range(0, len(texts), batch_size)]
+    return torch.cat(chunks).float()
+
+
+@dataclass
+class EncodedPrompts:
+    neutral: torch.Tensor  # (N, L, D)
+    variants: dict[str, torch.Tensor]  # attribute -> (N, K, L, D)
+
+    @classmethod
+    def of(cls, pipe: "DiffusionPipeline", prompts: PromptTriples) -> "EncodedPrompts":
+        variants = {}
+        for name, rows in prompts.variants.items():
+            k = len(rows[0])
+            flat = encode_texts(pipe, [t for row in rows for t in row])
+            variants[name] = flat.view(len(rows), k, *flat.shape[1:])
+        return cls(encode_texts(pipe, prompts.neutral), variants)
+
+
+class FairDistance:
+    """d(v', v_j) for a batch: (B, L, D) mapped and (B, K, L, D) group embeddings -> (B, K)."""
+
+    def __init__(self, cfg: FairMapConfig, pipe: "DiffusionPipeline"):
+        self.cfg = cfg
+        self.unet = pipe.unet if cfg.distance == "denoiser" else None
+        if self.unet is not None:
+            self.unet.requires_grad_(False).eval()
+            self.num_timesteps = int(pipe.scheduler.config.num_train_timesteps)
+            self.noise_sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
+
+    def __call__(self, mapped: torch.Tensor, groups: torch.Tensor,
+                 generator: torch.Generator) -> torch.Tensor:
+        if self.unet is None:
+            return embedding_distance(mapped, groups, self.cfg.embedding_distance)
+        return self._denoiser_distance(mapped, groups, generator)
+
+    def _denoiser_distance(self, mapped: torch.Tensor, groups: torch.Tensor,
+                           generator: torch.Generator) -> torch.Tensor:
+        """||eps(x_t, t, v') - eps(x_t, t, v_j)|| at high noise, where x_t is close to N(0, I)
+        whatever the image, so no training images are needed."""
+        b, k = groups.shape[:2]
+        config = self.unet.config
+        latents = torch.randn(b, config.in_channels, config.sample_size, config.sample_size,
+                              generator=generator) * self.noise_sigma
+        lo, hi = self.cfg.timesteps
+        t = torch.randint(int(lo * (self.num_timesteps - 1)), int(hi * (self.num_timesteps - 1)) + 1,
+                          (b,), generator=generator)
+        device, dtype = mapped.device, self.unet.dtype
+        latents, t = latents.to(device, dtype), t.to(device)
+        eps_mapped = self.unet(latents, t, encoder_hidden_states=mapped.to(dtype)).sample
+        with torch.no_grad():
+            eps_groups = self.unet(latents.repeat_interleave(k, 0), t.repeat_interleave(k, 0),
+                                   encoder_hidden_states=groups.flatten(0, 1).to(dtype)).sample
+        diff = eps_mapped.unsqueeze(1) - eps_groups.view(b, k, *eps_groups.shape[1:])
+        return diff.float().flatten(2).norm(dim=-1)
+
+
+def fairmap_losses(fairmap: FairMap, distance: FairDistance, encoded: EncodedPrompts,
+                   index: torch.Tensor, fair_weight: float,
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    original = encoded.neutral[index]
+    mapped = fairmap(original)
+    losses = {"text": text_consistency(mapped, original)}
+    fair = torch.zeros((), device=mapped.device)
+    for name, groups in encoded.variants.items():
+        penalty = fair_distance_penalty(distance(mapped, groups[index], generator))
+        losses[f"fair_{name}"] = penalty
+        fair = fair + penalty
+    losses["fair"] = fair
+    losses["loss"] = losses["text"] + fair_weight * fair
+    return losses
+
+
+@torch.no_grad()
+def mean_penalty(fairmap: FairMap, distance: FairDistance, encoded: EncodedPrompts,
+                 seed: int = 1234, repeats: int = 4) -> float:
+    """L_fair averaged over all given prompts (fixed noise draws, so before/after compare)."""
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.arange(encoded.neutral.shape[0])
+    values = [fairmap_losses(fairmap, distance, encoded, index, 0.0, generator)["fair"].item()
+              for _ in range(repeats)]
+    return sum(values) / len(values)
+
+
+def train_fairmap(cfg: FairMapConfig, pipe: "DiffusionPipeline | None" = None,
+                  allow_download: bool = False) -> FairMapping:
+    """Train a map for ``cfg`` (loading ``cfg.model`` unless a pipeline is given); save it to
+    ``cfg.out`` and return it."""
+    if pipe is None:
+        from equigen.models import load_pipeline
+
+        pipe = load_pipeline(cfg.model, device=cfg.device, allow_download=allow_download)
+    torch.manual_seed(cfg.seed)
+    with run_manifest(cfg.out, "fairmap train", cfg, seed=cfg.seed) as manifest:
+        prompts = build_prompts(cfg)
+        encoded = EncodedPrompts.of(pipe, prompts)
+        heldout = (EncodedPrompts.of(pipe, build_prompts(cfg, cfg.heldout_concepts))
+                   if cfg.heldout_concepts else None)
+        fairmap = FairMap(text_width(pipe)).to(pipe.device)
+        distance = FairDistance(cfg, pipe)
+        before = {"train": mean_penalty(fairmap, distance, encoded)}
+        if heldout is not None:
+            before["heldout"] = mean_penalty(fairmap, distance, heldout)
+
+        optimizer = torch.optim.AdamW(fairmap.parameters(), lr=cfg.lr, weight_decay=0.0)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, cfg.steps)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        n = encoded.neutral.shape[0]
+        log: list[dict[str, float]] = []
+        start = time.perf_counter()
+        with make_progress() as progress:
+            task = progress.add_task("training the map", total=cfg.steps)
+            for step in range(1, cfg.steps + 1):
+                index = torch.randperm(n, generator=generator)[: cfg.batch_size]
+                losses = fairmap_losses(fairmap, distance, encoded, index, cfg.fair_weight, generator)
+                optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+                optimizer.step()
+                schedule.step()
+                log.append({"step": step, **{k: round(v.item(), 6) for k, v in losses.items()}})
+                progress.advance(task)
+        train_s = time.perf_counter() - start
+
+        after = {"train": mean_penalty(fairmap, distance, encoded)}
+        if heldout is not None:
+            after["heldout"] = mean_penalty(fairmap, distance, heldout)
+        summary: dict[str, Any] = {
+            "train_seconds": round(train_s, 2), "prompts": n,
+            "fair_penalty_before": before, "fair_penalty_after": after,
+            "text_consistency_after": round(text_consistency(fairmap(encoded.neutral),
+                                                             encoded.neutral).item(), 6),
+        }
+        mapping = FairMapping(fairmap.cpu(), cfg.keyword_lists(),
+                              {"model": cfg.model, "attributes": list(cfg.attributes),
+                               "config": cfg.model_dump(mode="json"), "training": summary})
+        mapping.save(cfg.out)
+        _write_log(cfg, log)
+        manifest["results"] = summary
+    info(f"Fair Mapping saved to {cfg.out} (trained {cfg.steps} steps in {train_s:.1f} s; "
+         f"fair penalty on training prompts {before['train']:.4f} -> {after['train']:.4f})")
+    return mapping
+
+
+def _write_log(cfg: FairMapConfig, log: list[dict[str, float]]) -> None:
+    with atomic_path(cfg.out / LOSS_LOG) as tmp:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(log[0]))
+            writer.writeheader()
+            writer.writerows(log)
