@@ -264,3 +264,18 @@ def test_sweep_trains_audits_and_reports(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setattr("equigen.models.load_pipeline", lambda *a, **k: calls.append(a))
     run_sweep(cfg, plan)  # everything is on disk: nothing is trained or generated again
     assert calls == []
+
+
+@pytest.mark.parametrize("name", ["mini-world", "sd15-fairface"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    from equigen.config import load_config
+
+    cfg = load_config(FairMapConfig, Path(__file__).parents[1] / "configs" / "fairmap" / f"{name}.yaml")
+    prompts = build_prompts(cfg)
+    assert cfg.heldout_concepts and not set(cfg.heldout_concepts) & set(cfg.concepts)
+    # every variant names its group, so the keyword detector would leave it unmapped
+    mapping = FairMapping(FairMap(4), cfg.keyword_lists())
+    assert all(not mapping.applies_to(v) for rows in prompts.variants.values() for row in rows for v in row)
+    assert all(mapping.applies_to(p) for p in prompts.neutral)

@@ -53,7 +53,8 @@ def sweep(
     fidelity_prompts: Annotated[Optional[Path], typer.Option(
         help="Prompt set whose named-attribute accuracy is measured.",
         show_default="configs/prompts/mini-world-fidelity.yaml")] = None,
-    n: Annotated[int, typer.Option(help="Images per prompt in each audit.")] = 40,
+    n: Annotated[int, typer.Option(help="Images per fairness prompt.")] = 40,
+    n_fidelity: Annotated[int, typer.Option(help="Images per fidelity prompt.")] = 4,
     annotator: Annotated[str, typer.Option(help="Annotator for the audits.")] = "oracle",
     out: Annotated[Path, typer.Option(help="Sweep folder (resumes if it exists).")] = Path(
         "runs/fairmap-sweep"),
@@ -69,7 +70,7 @@ def sweep(
         weights = [float(x) for x in lambdas.split(",") if x.strip()]
     except ValueError:
         raise typer.BadParameter(f"--lambdas {lambdas!r}: give numbers separated by commas")
-    plan = SweepPlan(weights=weights, n=n, annotator=annotator, out=out,
+    plan = SweepPlan(weights=weights, n=n, n_fidelity=n_fidelity, annotator=annotator, out=out,
                      **({"fairness_prompts": fairness_prompts} if fairness_prompts else {}),
                      **({"fidelity_prompts": fidelity_prompts} if fidelity_prompts else {}))
     table = run_sweep(cfg, plan, allow_download=state.allow_download)

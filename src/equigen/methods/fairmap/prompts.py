@@ -43,7 +43,7 @@ class FairMapConfig(StrictModel):
     distance: Literal["embedding", "denoiser"] = "denoiser"
     embedding_distance: EmbeddingDistance = "l2"
     timesteps: tuple[float, float] = (0.6, 1.0)  # denoiser distance: t range, fractions of T
-    steps: int = Field(200, ge=1)
+    steps: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
     seed: int = 0

@@ -25,7 +25,8 @@ class SweepPlan(StrictModel):
     weights: list[float] = Field(min_length=1)
     fairness_prompts: Path = Path("configs/prompts/mini-world-heldout-occupations.yaml")
     fidelity_prompts: Path = Path("configs/prompts/mini-world-fidelity.yaml")
-    n: int = Field(40, ge=2)
+    n: int = Field(40, ge=2)  # images per fairness prompt
+    n_fidelity: int = Field(4, ge=1)  # images per fidelity prompt (there are many prompts)
     annotator: str = "oracle"
     guidance_scale: float = 4.0
     steps: int = Field(25, ge=1)  # sampling steps
@@ -34,11 +35,12 @@ class SweepPlan(StrictModel):
 
 def _audits(cfg: FairMapConfig, plan: SweepPlan, fairmap: Path | None, folder: Path,
             allow_download: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    common = dict(model=cfg.model, fairmap=fairmap, annotator=plan.annotator, n=plan.n,
+    common = dict(model=cfg.model, fairmap=fairmap, annotator=plan.annotator,
                   guidance_scale=plan.guidance_scale, steps=plan.steps, seed=cfg.seed, device=cfg.device)
-    fairness = run_audit(AuditConfig(prompts=plan.fairness_prompts, out=folder / "fairness",
+    fairness = run_audit(AuditConfig(prompts=plan.fairness_prompts, n=plan.n, out=folder / "fairness",
                                      **common), allow_download)
-    fidelity = run_audit(AuditConfig(prompts=plan.fidelity_prompts, out=folder / "fidelity",
+    fidelity = run_audit(AuditConfig(prompts=plan.fidelity_prompts, n=plan.n_fidelity,
+                                     out=folder / "fidelity",
                                      **common), allow_download)
     return fairness, fidelity
 
