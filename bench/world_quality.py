@@ -165,8 +165,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-guidance-curve", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("bench/results/world_quality.json"))
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
 
     oracle = OracleAnnotator.load(args.oracle)

@@ -123,14 +123,20 @@ def tiny_pipe(tiny_model):
     return load_pipeline(str(tiny_model), device="cpu")
 
 
-@pytest.mark.parametrize("distance", ["denoiser", "embedding"])
-def test_gradient_reaches_only_the_map(tiny_pipe, distance):
-    cfg = config(distance=distance)
-    encoded = EncodedPrompts.of(tiny_pipe, build_prompts(cfg))
+@pytest.mark.parametrize("overrides", [{"distance": "denoiser"}, {"distance": "embedding"},
+                                       {"distance": "denoiser", "noisy_latents": "generated",
+                                        "latent_pool": 1, "timesteps": (0.0, 1.0)}])
+def test_gradient_reaches_only_the_map(tiny_pipe, overrides):
+    cfg = config(**overrides)
+    prompts = build_prompts(cfg)
+    encoded = EncodedPrompts.of(tiny_pipe, prompts)
     fairmap = FairMap(32)
     with torch.no_grad():  # move off the identity so that the text term has a gradient too
         fairmap.linear.weight.add_(0.01 * torch.randn(32, 32))
-    losses = fairmap_losses(fairmap, FairDistance(cfg, tiny_pipe), encoded, torch.arange(4), 1.0,
+    distance = FairDistance(cfg, tiny_pipe, prompts)
+    if cfg.noisy_latents == "generated":  # one latent per (concept, group) from the frozen model
+        assert distance.pool.shape == (2 * 4, 4, 8, 8)
+    losses = fairmap_losses(fairmap, distance, encoded, torch.arange(4), 1.0,
                             torch.Generator().manual_seed(0))
     losses["loss"].backward()
     assert fairmap.linear.weight.grad is not None and fairmap.linear.weight.grad.abs().sum() > 0

@@ -43,6 +43,11 @@ class FairMapConfig(StrictModel):
     distance: Literal["embedding", "denoiser"] = "denoiser"
     embedding_distance: EmbeddingDistance = "l2"
     timesteps: tuple[float, float] = (0.6, 1.0)  # denoiser distance: t range, fractions of T
+    # denoiser distance, what is noised: "noise" (pure Gaussian x_t, right only at high t) or
+    # "generated" (latents the frozen model draws for every group variant, balanced over groups,
+    # noised to t: on-distribution at every t)
+    noisy_latents: Literal["noise", "generated"] = "noise"
+    latent_pool: int = Field(4, ge=1)  # "generated": latents per (concept, group)
     steps: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)

@@ -51,16 +51,39 @@ class EncodedPrompts:
         return cls(encode_texts(pipe, prompts.neutral), variants)
 
 
+@torch.no_grad()
+def group_latents(pipe: "DiffusionPipeline", prompts: PromptTriples, cfg: FairMapConfig) -> torch.Tensor:
+    """Latents the frozen model draws for each concept's group variants (first template),
+    ``latent_pool`` per (concept, group): a pool balanced over the groups by construction."""
+    texts = [t for rows in prompts.variants.values() for row in rows[: len(cfg.concepts)]
+             for t in row for _ in range(cfg.latent_pool)]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    out = []
+    for s in range(0, len(texts), 16):
+        out.append(pipe(texts[s : s + 16], output_type="latent", num_inference_steps=20,
+                        generator=generator).images.float().cpu())
+    return torch.cat(out)
+
+
 class FairDistance:
     """d(v', v_j) for a batch: (B, L, D) mapped and (B, K, L, D) group embeddings -> (B, K)."""
 
-    def __init__(self, cfg: FairMapConfig, pipe: "DiffusionPipeline"):
+    def __init__(self, cfg: FairMapConfig, pipe: "DiffusionPipeline",
+                 prompts: PromptTriples | None = None):
         self.cfg = cfg
         self.unet = pipe.unet if cfg.distance == "denoiser" else None
+        self.pool: torch.Tensor | None = None
         if self.unet is not None:
             self.unet.requires_grad_(False).eval()
             self.num_timesteps = int(pipe.scheduler.config.num_train_timesteps)
             self.noise_sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
+            if cfg.noisy_latents == "generated":
+                if prompts is None:
+                    raise ValueError("noisy_latents: generated needs the training prompts")
+                from diffusers import DDPMScheduler
+
+                self.noising = DDPMScheduler.from_config(pipe.scheduler.config)
+                self.pool = group_latents(pipe, prompts, cfg)
 
     def __call__(self, mapped: torch.Tensor, groups: torch.Tensor,
                  generator: torch.Generator) -> torch.Tensor:
@@ -74,11 +97,16 @@ class FairDistance:
         whatever the image, so no training images are needed."""
         b, k = groups.shape[:2]
         config = self.unet.config
-        latents = torch.randn(b, config.in_channels, config.sample_size, config.sample_size,
-                              generator=generator) * self.noise_sigma
+        noise = torch.randn(b, config.in_channels, config.sample_size, config.sample_size,
+                            generator=generator)
         lo, hi = self.cfg.timesteps
         t = torch.randint(int(lo * (self.num_timesteps - 1)), int(hi * (self.num_timesteps - 1)) + 1,
                           (b,), generator=generator)
+        if self.pool is None:
+            latents = noise * self.noise_sigma
+        else:
+            clean = self.pool[torch.randint(len(self.pool), (b,), generator=generator)]
+            latents = self.noising.add_noise(clean, noise, t)
         device, dtype = mapped.device, self.unet.dtype
         latents, t = latents.to(device, dtype), t.to(device)
         eps_mapped = self.unet(latents, t, encoder_hidden_states=mapped.to(dtype)).sample
@@ -131,7 +159,7 @@ def train_fairmap(cfg: FairMapConfig, pipe: "DiffusionPipeline | None" = None,
         heldout = (EncodedPrompts.of(pipe, build_prompts(cfg, cfg.heldout_concepts))
                    if cfg.heldout_concepts else None)
         fairmap = FairMap(text_width(pipe)).to(pipe.device)
-        distance = FairDistance(cfg, pipe)
+        distance = FairDistance(cfg, pipe, prompts)
         before = {"train": mean_penalty(fairmap, distance, encoded)}
         if heldout is not None:
             before["heldout"] = mean_penalty(fairmap, distance, heldout)
