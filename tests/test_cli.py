@@ -26,7 +26,9 @@ def test_help_lists_every_group():
 @pytest.mark.parametrize("command", [["demo"], ["audit"], ["data", "check"], ["data", "import-ccub"],
                                      ["world", "export"], ["world", "train-base"],
                                      ["world", "train-oracle"], ["world", "export-base"],
-                                     ["report"], ["annotators", "calibrate"]])
+                                     ["report"], ["annotators", "calibrate"], ["synth"],
+                                     ["fairmap", "train"], ["fairmap", "sweep"],
+                                     ["stablerep", "train"], ["stablerep", "probe"]])
 def test_every_command_help_has_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output and "$ equigen" in result.output

@@ -40,14 +40,13 @@ def _to_array(image: Image.Image, size: int) -> np.ndarray:
 
 
 def groups_from_shards(folder: str | Path, size: int) -> CaptionGroups:
-    """Read every ``*.tar`` shard in ``folder`` (from ``equigen synth``), grouped by caption id."""
-    import webdataset as wds
+    """Read every complete shard in ``folder`` (from ``equigen synth``), grouped by caption id."""
+    from equigen.data.shards import list_shards, open_shards
 
-    shards = sorted(str(p) for p in Path(folder).glob("*.tar"))
-    if not shards:
+    if not list_shards(folder):
         raise EquigenError(f"{folder}: no .tar shards (make them with 'equigen synth')")
     by_caption: dict[int, tuple[str, list[tuple[int, np.ndarray]]]] = {}
-    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False).decode("pil"):
+    for sample in open_shards(folder, empty_check=False):
         meta = sample["json"]
         caption_id = int(meta["caption_id"])
         entry = by_caption.setdefault(caption_id, (meta["caption"], []))
@@ -71,7 +70,7 @@ def groups_from_captioned(folder: str | Path, size: int, limit: int | None = Non
 
 def load_groups(folder: str | Path, size: int, limit: int | None = None) -> CaptionGroups:
     folder = Path(folder)
-    if any(folder.glob("*.tar")):
+    if any(folder.glob("shard-*.tar")):
         groups = groups_from_shards(folder, size)
         if limit is not None:
             groups = CaptionGroups(groups.captions[:limit], groups.images[:limit])
