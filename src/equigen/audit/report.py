@@ -920,7 +920,6 @@ def _comparison_report(runs: Sequence[Run], title: str | None, thumbs: int, n_bo
         header += ('<div class="warn"><b>Check before trusting the deltas</b><ul>'
                    + "".join(f"<li>{_e(w)}</li>" for w in cmp_.warnings) + "</ul></div>")
 
-    header += extra_html
     later = runs[1:]
     heads = "".join(f"<th>{_e(r.letter)}</th>" for r in runs) + "".join(
         f"<th>Δ {_e(r.letter)} − {_e(base.letter)} <span class=\"dir\">95% CI</span></th><th></th>"
@@ -950,7 +949,7 @@ def _comparison_report(runs: Sequence[Run], title: str | None, thumbs: int, n_bo
                     f"</td></tr>")
         for pair, blocks in cmp_.intersectional.items():
             metric_rows_html(pair.replace(" x ", " × "), blocks, True, pair)
-    body = []
+    body = [extra_html] if extra_html else []
     if rows:
         body.append(f'<section class="card" id="summary"><h2 class="section">Representation, before '
                     f"and after</h2><p class=\"lead\">Mean over the {len(cmp_.shared)} shared "

@@ -75,7 +75,7 @@ def sweep(
                      **({"fidelity_prompts": fidelity_prompts} if fidelity_prompts else {}))
     table = run_sweep(cfg, plan, allow_download=state.allow_download)
     for row in table:
-        output.print(f"lambda {row['lambda']!s:>6}: FD {row['fd'][0]:.3f} [{row['fd'][1]:.3f}, "
+        output.print(f"{row['label']:>8}: FD {row['fd'][0]:.3f} [{row['fd'][1]:.3f}, "
                      f"{row['fd'][2]:.3f}]  fidelity {row['fidelity'][0]:.1%}")
     output.print(f"report: {out / 'report.html'}")
 

@@ -71,6 +71,12 @@ def run_sweep(cfg: FairMapConfig, plan: SweepPlan, allow_download: bool = False)
                           *_audits(cfg, plan, map_dir, folder, allow_download), weight))
     write_json_atomic(plan.out / "sweep.json", {"attribute": attribute, "rows": table,
                                                 "plan": plan.model_dump(mode="json")})
+    write_sweep_report(plan, table, attribute)
+    return table
+
+
+def write_sweep_report(plan: SweepPlan, table: list[dict[str, Any]], attribute: str) -> Path:
+    """The before/after report of every lambda's fairness audit, led by the trade-off chart."""
     from equigen.audit.report import tradeoff_chart, write_report
 
     chart = tradeoff_chart([{"label": r["label"], "x": r["fidelity"], "y": r["fd"]} for r in table],
@@ -78,6 +84,5 @@ def run_sweep(cfg: FairMapConfig, plan: SweepPlan, allow_download: bool = False)
                            "Fairness / fidelity trade-off over lambda")
     runs = [plan.out / "base" / "fairness"] + [plan.out / f"lambda-{w:g}" / "fairness"
                                                for w in plan.weights]
-    write_report(runs, plan.out / "report.html", title=f"Fair Mapping sweep · {attribute}",
-                 extra_html=chart)
-    return table
+    return write_report(runs, plan.out / "report.html", title=f"Fair Mapping sweep · {attribute}",
+                        extra_html=chart)
