@@ -10,8 +10,8 @@ import typer
 from rich.markup import escape
 
 from equigen import __version__
-from equigen.cli import annotators, audit, data, demo, fairmap, report, stablerep, synth, world
-from equigen.cli.common import reserved_group, state
+from equigen.cli import annotators, audit, data, demo, fairmap, report, scoft, stablerep, synth, world
+from equigen.cli.common import state
 from equigen.errors import EquigenError
 from equigen.utils.console import console, set_quiet
 
@@ -30,7 +30,7 @@ app = typer.Typer(
 app.add_typer(world.app, name="world")
 app.command(name="audit", epilog=audit.EPILOG)(audit.audit)
 app.add_typer(fairmap.app, name="fairmap")
-app.add_typer(reserved_group("scoft", "SCoFT: self-contrastive LoRA fine-tuning.", 6), name="scoft")
+app.add_typer(scoft.app, name="scoft")
 app.command(name="synth", epilog=synth.EPILOG)(synth.synth)
 app.add_typer(stablerep.app, name="stablerep")
 app.command(name="report", epilog=report.EPILOG)(report.report)

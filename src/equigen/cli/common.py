@@ -45,16 +45,3 @@ def example(*lines: str) -> str:
     """An epilog with examples for ``--help``."""
     return "[bold]Example[/bold]\n\n" + "\n\n".join(f"  $ {line}" for line in lines)
 
-
-def reserved_group(name: str, help_text: str, issue: int) -> typer.Typer:
-    """A command group whose commands are not built yet: ``--help`` says so, running it fails."""
-    group = typer.Typer(help=f"{help_text} [dim](not built yet: issue #{issue})[/dim]",
-                        no_args_is_help=False, invoke_without_command=True)
-
-    @group.callback(invoke_without_command=True)
-    def _not_yet() -> None:
-        from equigen.errors import EquigenError
-
-        raise EquigenError(f"'equigen {name}' is not available in this version yet (issue #{issue})")
-
-    return group
