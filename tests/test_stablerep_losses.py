@@ -243,6 +243,8 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 errors[what] = str(e)
         result["errors"] = errors
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        # gloo aborts a process that tears its group down while the peer still talks to it
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
