@@ -8,7 +8,6 @@ and ends with exactly the results an uninterrupted run gives.
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from equigen.audit.results import compute_results
 from equigen.config import StrictModel
 from equigen.manifest import run_manifest
 from equigen.utils.console import info, make_progress
-from equigen.utils.io import atomic_path, write_json_atomic
+from equigen.utils.io import atomic_path, write_csv_atomic, write_json_atomic
 
 RESULTS = "results.json"
 ANNOTATIONS = "annotations.csv"
@@ -128,7 +127,7 @@ def run_audit(cfg: AuditConfig, allow_download: bool = False) -> dict[str, Any]:
             read = annotate(annotator, images, prompt_set.attributes, cfg.abstain_below)
             labels[prompt.id] = {a: lab for a, (lab, _) in read.items()}
             rows += _annotation_rows(cfg, prompt_set, prompt, read)
-        _write_annotations(cfg.out / ANNOTATIONS, rows)
+        write_csv_atomic(cfg.out / ANNOTATIONS, rows)
         annotation_s = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -162,14 +161,6 @@ def _annotation_rows(cfg: AuditConfig, prompt_set: PromptSet, prompt: Prompt,
                 row[f"p_{attribute}_{g}"] = round(float(p), 4)
         rows.append(row)
     return rows
-
-
-def _write_annotations(path: Path, rows: list[dict[str, Any]]) -> None:
-    with atomic_path(path) as tmp:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def load_results(run: Path) -> dict[str, Any]:

@@ -52,3 +52,14 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
 
 def write_jsonl_atomic(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
     write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def write_csv_atomic(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -> None:
+    """A CSV with a header from the first row's keys."""
+    import csv
+
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)

@@ -8,7 +8,6 @@ frozen denoiser's noise predictions on the same noisy latents (what the generato
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -20,7 +19,7 @@ from equigen.methods.fairmap.losses import embedding_distance, fair_distance_pen
 from equigen.methods.fairmap.mapping import FairMap, FairMapping, text_width
 from equigen.methods.fairmap.prompts import FairMapConfig, PromptTriples, build_prompts
 from equigen.utils.console import info, make_progress
-from equigen.utils.io import atomic_path
+from equigen.utils.io import write_csv_atomic
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -196,16 +195,8 @@ def train_fairmap(cfg: FairMapConfig, pipe: "DiffusionPipeline | None" = None,
                               {"model": cfg.model, "attributes": list(cfg.attributes),
                                "config": cfg.model_dump(mode="json"), "training": summary})
         mapping.save(cfg.out)
-        _write_log(cfg, log)
+        write_csv_atomic(cfg.out / LOSS_LOG, log)
         manifest["results"] = summary
     info(f"Fair Mapping saved to {cfg.out} (trained {cfg.steps} steps in {train_s:.1f} s; "
          f"fair penalty on training prompts {before['train']:.4f} -> {after['train']:.4f})")
     return mapping
-
-
-def _write_log(cfg: FairMapConfig, log: list[dict[str, float]]) -> None:
-    with atomic_path(cfg.out / LOSS_LOG) as tmp:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(log[0]))
-            writer.writeheader()
-            writer.writerows(log)
