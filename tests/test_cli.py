@@ -35,11 +35,12 @@ def test_every_command_help_has_an_example(command):
     assert result.exit_code == 0 and "Example" in result.output and "$ equigen" in result.output
 
 
-def test_unbuilt_command_fails_with_one_line():
-    result = run_cli("scoft", "train")
+def test_missing_dataset_fails_with_one_line(tmp_path):
+    result = run_cli("scoft", "train", "--data", str(tmp_path / "nowhere"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: 'equigen scoft train' is not available in this version yet (issue #6)"
+        f"error: {tmp_path / 'nowhere' / 'metadata.jsonl'}: not found (a dataset folder needs a "
+        "metadata.jsonl)"
     ]
 
 

@@ -567,6 +567,7 @@ def _meta_items(run: Run) -> list[tuple[str, str]]:
     n_images = sum(len(v) for v in run.images.values())
     items = [("model", cfg.get("model", "?")),
              ("fair mapping", cfg.get("fairmap") or "none"),
+             ("LoRA", cfg.get("lora") or "none"),
              ("prompt set", run.results.get("prompt_set") or cfg.get("prompts", "?")),
              ("annotator", cfg.get("annotator", "?")),
              ("n per prompt", cfg.get("n", "?")),

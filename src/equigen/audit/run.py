@@ -31,6 +31,7 @@ ANNOTATIONS = "annotations.csv"
 class AuditConfig(StrictModel):
     model: str = "mini-world"
     fairmap: Optional[Path] = None  # a Fair Mapping folder applied to the prompt embeddings
+    lora: Optional[Path] = None  # diffusers LoRA weights (e.g. from `equigen scoft train`)
     prompts: Path = Path("configs/prompts/mini-world-occupations.yaml")
     annotator: str = "oracle"
     n: int = 100  # images per prompt
@@ -61,6 +62,10 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
 
     pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
                          allow_download=allow_download)
+    if cfg.lora is not None:
+        from equigen.models.loading import apply_lora
+
+        apply_lora(pipe, cfg.lora)
     prompt_encoder = None
     if cfg.fairmap is not None:
         from equigen.methods.fairmap import FairMapping
@@ -85,7 +90,7 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     return done
 
 
-GENERATION_KEYS = ("model", "fairmap", "seed", "guidance_scale", "steps")
+GENERATION_KEYS = ("model", "fairmap", "lora", "seed", "guidance_scale", "steps")
 
 
 def check_resumable(cfg: AuditConfig) -> None:

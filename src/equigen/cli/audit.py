@@ -23,6 +23,9 @@ def audit(
     fairmap: Annotated[Optional[Path], typer.Option(help="Fair Mapping folder to apply "
                                                     "(from `equigen fairmap train`).",
                                                     show_default=False)] = None,
+    lora: Annotated[Optional[Path], typer.Option(help="LoRA weights to apply (from `equigen scoft "
+                                                 "train`, or any diffusers LoRA).",
+                                                 show_default=False)] = None,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt set YAML.", show_default=
                                                     "configs/prompts/mini-world-occupations.yaml")] = None,
     annotator: Annotated[Optional[str], typer.Option(help="Annotator: oracle, oracle:FOLDER, clip:CONFIG.yaml or "
@@ -38,7 +41,7 @@ def audit(
     intervals (results.json, annotations.csv). A stopped audit resumes where it stopped."""
     from equigen.audit.run import AuditConfig, run_audit
 
-    cfg = resolve_config(AuditConfig, config, set_, model=model, fairmap=fairmap, prompts=prompts,
+    cfg = resolve_config(AuditConfig, config, set_, model=model, fairmap=fairmap, lora=lora, prompts=prompts,
                          annotator=annotator, n=n, out=out)
     results = run_audit(cfg, allow_download=state.allow_download)
     for attribute, figures in results["summary"]["fairness"].items():

@@ -35,6 +35,7 @@ from pydantic import Field
 from equigen.config import StrictModel
 from equigen.data.shards import Sample, sample_key, shard_name, write_shard
 from equigen.errors import EquigenError
+from equigen.models.loading import apply_lora, check_lora_path
 from equigen.utils.console import info
 from equigen.utils.io import write_json_atomic
 
@@ -248,32 +249,6 @@ def check_job(cfg: SynthConfig, captions: list[Caption]) -> None:
 
 
 # -- generation ---------------------------------------------------------------------------------
-
-def check_lora_path(path: Path) -> None:
-    if not path.exists():
-        raise EquigenError(f"LoRA {path}: not found (expected a folder written by "
-                           "save_lora_weights, holding pytorch_lora_weights.safetensors, or a "
-                           ".safetensors file)")
-
-
-def apply_lora(pipe: "DiffusionPipeline", path: str | os.PathLike[str]) -> None:
-    """Load diffusers-format LoRA weights into ``pipe`` (a folder as written by
-    ``save_lora_weights``, or one ``.safetensors`` file), and fuse them for speed."""
-    path = Path(path)
-    check_lora_path(path)
-    if not hasattr(pipe, "load_lora_weights"):
-        raise EquigenError(f"LoRA {path}: a {type(pipe).__name__} cannot load LoRA weights")
-    target, kwargs = (path.parent, {"weight_name": path.name}) if path.is_file() else (path, {})
-    try:
-        pipe.load_lora_weights(str(target), **kwargs)
-    except ImportError as exc:
-        raise EquigenError(f"LoRA {path}: loading LoRA weights needs peft ({exc})") from exc
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
-        raise EquigenError(f"LoRA {path}: could not load it into {type(pipe).__name__} "
-                           f"(expected diffusers LoRA weights, e.g. a folder with "
-                           f"pytorch_lora_weights.safetensors): {exc}") from exc
-    pipe.fuse_lora()  # merged into the weights: no extra matmuls per step
-
 
 def _deduplicating(encoder: "PromptEncoder") -> "PromptEncoder":
     """A prompt encoder that runs the text encoder once per distinct prompt of a batch (a batch

@@ -202,3 +202,30 @@ def _dtype_keyword() -> str:
     from diffusers.utils import deprecation_utils
 
     return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def check_lora_path(path: Path) -> None:
+    """Fail before any model loads when LoRA weights are not where they are said to be."""
+    if not path.exists():
+        raise EquigenError(f"LoRA {path}: not found (expected a folder written by "
+                           "save_lora_weights, holding pytorch_lora_weights.safetensors, or a "
+                           ".safetensors file)")
+
+
+def apply_lora(pipe: "DiffusionPipeline", path: str | os.PathLike[str]) -> None:
+    """Load diffusers-format LoRA weights into ``pipe`` (a folder as written by
+    ``save_lora_weights``, or one ``.safetensors`` file), and fuse them for speed."""
+    path = Path(path)
+    check_lora_path(path)
+    if not hasattr(pipe, "load_lora_weights"):
+        raise EquigenError(f"LoRA {path}: a {type(pipe).__name__} cannot load LoRA weights")
+    target, kwargs = (path.parent, {"weight_name": path.name}) if path.is_file() else (path, {})
+    try:
+        pipe.load_lora_weights(str(target), **kwargs)
+    except ImportError as exc:
+        raise EquigenError(f"LoRA {path}: loading LoRA weights needs peft ({exc})") from exc
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+        raise EquigenError(f"LoRA {path}: could not load it into {type(pipe).__name__} "
+                           f"(expected diffusers LoRA weights, e.g. a folder with "
+                           f"pytorch_lora_weights.safetensors): {exc}") from exc
+    pipe.fuse_lora()  # merged into the weights: no extra matmuls per step

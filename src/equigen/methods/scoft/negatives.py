@@ -30,6 +30,7 @@ class NegativesConfig(StrictModel):
     dataset: Path
     model: str = "mini-world"
     k: int = Field(4, ge=1)  # negatives per caption
+    cultures: Optional[list[str]] = None  # only rows of these cultures (default: every row)
     guidance_scale: float = 4.0
     steps: int = Field(25, ge=1)
     seed: int = 0
@@ -64,7 +65,12 @@ def make_negatives(cfg: NegativesConfig, allow_download: bool = False) -> int:
     if not records:
         raise EquigenError(f"{cfg.dataset}: the dataset has no rows")
     _check_settings(cfg)
-    jobs = [(r, j) for r in range(len(records)) for j in range(cfg.k)
+    chosen = [r for r, record in enumerate(records)
+              if cfg.cultures is None or record.culture in cfg.cultures]
+    if not chosen:
+        raise EquigenError(f"{cfg.dataset}: no rows of cultures {cfg.cultures}; present: "
+                           f"{sorted({str(r.culture) for r in records})}")
+    jobs = [(r, j) for r in chosen for j in range(cfg.k)
             if not (cfg.dataset / negative_path(r, j)).is_file()]
     if jobs:
         from equigen.models import load_pipeline
@@ -82,9 +88,9 @@ def make_negatives(cfg: NegativesConfig, allow_download: bool = False) -> int:
                     with atomic_path(cfg.dataset / negative_path(r, j)) as tmp:
                         image.save(tmp, format="PNG")
                 progress.advance(task, len(batch))
-    for r, record in enumerate(records):
-        record.negatives = [negative_path(r, j) for j in range(cfg.k)]
+    for r in chosen:
+        records[r].negatives = [negative_path(r, j) for j in range(cfg.k)]
     write_records(cfg.dataset, records)
-    info(f"{len(jobs)} negatives generated, {len(records) * cfg.k - len(jobs)} already there; "
+    info(f"{len(jobs)} negatives generated, {len(chosen) * cfg.k - len(jobs)} already there; "
          f"listed in {cfg.dataset / 'metadata.jsonl'}")
     return len(jobs)

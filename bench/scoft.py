@@ -1,0 +1,213 @@
+"""SCoFT on the mini-world: the paper's ablation (base | L_LDM | +M | +M+P | +M+P+C), same seeds and
+prompts for every variant, every figure with a 95% bootstrap interval.
+
+    python bench/scoft.py                                   # configs/scoft/mini-world.yaml (~1 h, 1 core)
+    python bench/scoft.py --steps 20 --n 4 --variants base ldm scoft   # smoke run
+
+1. The curated (CCUB-like) set, and k negatives per Kethu / Zuloa caption from the base model.
+2. Per variant: train the LoRA (same seed, data, steps; only the loss weights differ), then
+   - culture prompts (configs/prompts/mini-world-cultures.yaml): authentic-style rate, region and
+     setting accuracy for Kethu and Zuloa (the target) and for the other three regions (drift);
+   - neutral occupation prompts: share of stereotyped scenes and the region mix (drift);
+   - one image per training caption: FID (oracle features) to the curated images of those
+     regions, and the near-copy rate against them (threshold: the 95th percentile of the
+     similarity between a curated image and a re-render of its own scene).
+Resumable: trained variants and finished audits are reused. Writes bench/results/scoft.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from collections import defaultdict
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from equigen.audit.quality import fid_kid
+from equigen.audit.run import AuditConfig, run_audit
+from equigen.config import load_config
+from equigen.data.captioned import load_records
+from equigen.methods.scoft import NegativesConfig, ScoftConfig, make_negatives, train_scoft
+from equigen.methods.scoft.memorization import (
+    memorization_check,
+    near_copy_threshold,
+    world_same_scene_similarities,
+)
+from equigen.world.export import export_distribution
+from equigen.world.oracle import OracleAnnotator
+
+TARGET = ["Kethu", "Zuloa"]
+VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_LDM alone)
+    "base": None,
+    "ldm": {"ldm": 0.7, "memorization": 0, "contrastive": 0, "perceptual": 0},
+    "ldm+m": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0, "perceptual": 0},
+    "ldm+m+p": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0, "perceptual": 0.01},
+    "scoft": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
+}
+CULTURES = "configs/prompts/mini-world-cultures.yaml"
+NEUTRAL = "configs/prompts/mini-world-occupations.yaml"
+
+
+def bootstrap(per_prompt: list[np.ndarray], n_boot: int = 1000, seed: int = 0) -> list[float]:
+    """Mean over prompts of the per-image values' mean, with a 95% percentile interval
+    (images resampled within each prompt)."""
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([v.mean() for v in per_prompt]))
+    draws = np.mean([[rng.choice(v, v.size).mean() for v in per_prompt] for _ in range(n_boot)], axis=1)
+    return [round(point, 4), round(float(np.quantile(draws, 0.025)), 4),
+            round(float(np.quantile(draws, 0.975)), 4)]
+
+
+def read_annotations(run: Path) -> list[dict]:
+    with (run / "annotations.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def culture_figures(run: Path, regions: list[str]) -> dict:
+    prompts = {p["id"]: p for p in json.loads((run / "results.json").read_text())["prompts"]}
+    by_prompt = defaultdict(list)
+    for row in read_annotations(run):
+        slots = prompts[row["prompt_id"]]["slots"]
+        if slots.get("region") in regions:
+            by_prompt[row["prompt_id"]].append(row)
+    out = {}
+    for name, hit in {"authentic": lambda r, p: r["style"] == "authentic",
+                      "region_accuracy": lambda r, p: r["region"] == p["expect"]["region"],
+                      "setting_accuracy": lambda r, p: r["setting"] == p["expect"]["setting"]}.items():
+        out[name] = bootstrap([np.array([hit(r, prompts[pid]) for r in rows], float)
+                               for pid, rows in sorted(by_prompt.items())])
+    return out
+
+
+def neutral_figures(run: Path) -> dict:
+    rows = read_annotations(run)
+    by_prompt = defaultdict(list)
+    for row in rows:
+        by_prompt[row["prompt_id"]].append(row)
+    regions = sorted({r["region"] for r in rows} | set(TARGET))
+    out = {"stereotyped": bootstrap([np.array([r["style"] == "stereotyped" for r in v], float)
+                                     for v in by_prompt.values()])}
+    for region in regions:
+        out[f"share_{region}"] = bootstrap([np.array([r["region"] == region for r in v], float)
+                                            for v in by_prompt.values()])
+    return out
+
+
+def training_caption_images(variant_dir: Path, lora: Path | None, records, args) -> np.ndarray:
+    """One image per training caption (fixed seeds), cached as PNGs in the variant folder."""
+    from equigen.models import load_pipeline
+    from equigen.models.generate import generate_images, image_seed
+    from equigen.models.loading import apply_lora
+
+    folder = variant_dir / "training-captions"
+    paths = [folder / f"{i:05d}.png" for i in range(len(records))]
+    if not all(p.is_file() for p in paths):
+        folder.mkdir(parents=True, exist_ok=True)
+        pipe = load_pipeline("mini-world")
+        if lora is not None:
+            apply_lora(pipe, lora)
+        images = generate_images(pipe, [r.text for r in records],
+                                 [image_seed(args.seed, i, 0) for i in range(len(records))],
+                                 guidance_scale=4.0, steps=25, batch_size=40,
+                                 description="training captions")
+        for path, image in zip(paths, images):
+            image.save(path)
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-scoft"))
+    parser.add_argument("--config", type=Path, default=Path("configs/scoft/mini-world.yaml"))
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: config)")
+    parser.add_argument("--k", type=int, default=2, help="negatives per caption")
+    parser.add_argument("--n", type=int, default=24, help="images per audit prompt")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work
+    started = time.perf_counter()
+
+    curated = export_distribution("curated", work / "curated", seed=0)
+    make_negatives(NegativesConfig(dataset=curated, k=args.k, cultures=TARGET, batch_size=40))
+    records = [r for r in load_records(curated) if r.culture in TARGET]
+    oracle = OracleAnnotator.load()
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return oracle.features(to_tensor(images)).numpy()
+
+    curated_images = np.stack([np.asarray(Image.open(curated / r.file_name).convert("RGB"))
+                               for r in records])
+    curated_features = features(curated_images)
+    same_scene = world_same_scene_similarities(records, features)
+    threshold = near_copy_threshold(same_scene)
+
+    results = {}
+    for name in args.variants:
+        variant_dir = work / name
+        lora_dir = None
+        info: dict = {}
+        if VARIANTS[name] is not None:
+            values = {"data": curated, "out": variant_dir / "lora", "weights": VARIANTS[name],
+                      "seed": args.seed}
+            if args.steps:
+                values["steps"] = args.steps
+            cfg = load_config(ScoftConfig, args.config, values=values)
+            lora_dir = cfg.out
+            manifest = cfg.out / "manifest.json"
+            finished = manifest.is_file() and json.loads(manifest.read_text()).get("status") == "finished"
+            if not finished:
+                train_scoft(cfg)
+            info = json.loads(manifest.read_text())["results"]
+        audits = {}
+        for label, prompts in {"cultures": CULTURES, "neutral": NEUTRAL}.items():
+            out = variant_dir / f"audit-{label}"
+            run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=args.n,
+                                  out=out, seed=args.seed, batch_size=40))
+            audits[label] = out
+        generated = training_caption_images(variant_dir, lora_dir, records, args)
+        generated_features = features(generated)
+        memo = memorization_check(generated_features, curated_features, threshold)
+        fid = fid_kid(to_tensor(curated_images), to_tensor(generated),
+                      lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
+        others = ["Avel", "Borenza", "Miravan"]
+        results[name] = {
+            "target_regions": culture_figures(audits["cultures"], TARGET),
+            "other_regions": culture_figures(audits["cultures"], others),
+            "neutral_prompts": neutral_figures(audits["neutral"]),
+            "fid_to_curated": round(float(fid["fid"]), 3),
+            "memorization": memo.as_dict(),
+            "training": {k: info.get(k) for k in ("seconds", "ldm_step_s", "rollout_step_s")},
+        }
+        t = results[name]["target_regions"]
+        print(f"{name:8s} authentic {t['authentic']} region {t['region_accuracy']} "
+              f"setting {t['setting_accuracy']} FID {results[name]['fid_to_curated']} "
+              f"near-copies {memo.rate:.3f}", flush=True)
+
+    report = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+              "args": {k: str(v) for k, v in vars(args).items()},
+              "near_copy_threshold": threshold,
+              "same_scene_similarity": {"mean": float(same_scene.mean()), "p95": threshold},
+              "seconds": round(time.perf_counter() - started), "results": results}
+    out = Path("bench/results/scoft.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
