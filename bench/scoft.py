@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from equigen.audit.metrics import mean_over_prompts
 from equigen.audit.quality import fid_kid
 from equigen.audit.run import AuditConfig, run_audit
 from equigen.config import load_config
@@ -55,14 +56,11 @@ CULTURES = "configs/prompts/mini-world-cultures.yaml"
 NEUTRAL = "configs/prompts/mini-world-occupations.yaml"
 
 
-def bootstrap(per_prompt: list[np.ndarray], n_boot: int = 1000, seed: int = 0) -> list[float]:
-    """Mean over prompts of the per-image values' mean, with a 95% percentile interval
-    (images resampled within each prompt)."""
-    rng = np.random.default_rng(seed)
-    point = float(np.mean([v.mean() for v in per_prompt]))
-    draws = np.mean([[rng.choice(v, v.size).mean() for v in per_prompt] for _ in range(n_boot)], axis=1)
-    return [round(point, 4), round(float(np.quantile(draws, 0.025)), 4),
-            round(float(np.quantile(draws, 0.975)), 4)]
+def bootstrap(per_prompt: list[np.ndarray]) -> list[float]:
+    """Share of True over a prompt's images, averaged over prompts, with its 95% interval
+    (images resampled within each prompt: the audit's own bootstrap)."""
+    values = mean_over_prompts([v.astype(int) for v in per_prompt], 2, lambda p, _: float(p[1]))
+    return [round(v, 4) for v in values]
 
 
 def read_annotations(run: Path) -> list[dict]:

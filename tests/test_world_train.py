@@ -92,26 +92,40 @@ def test_export_from_a_run_still_training(finished_run, tmp_path):
         assert torch.allclose(value, ema[key].float(), atol=1e-2), key  # fp16 round trip
 
 
-def test_demo_runs_on_a_pipeline_and_prints_the_tone_table(finished_run, tmp_path, capsys):
+def test_demo_runs_every_stage_reports_and_resumes(finished_run, tmp_path, capsys):
     import json
 
     from equigen.cli import main
 
     _, pipeline = finished_run
     out = tmp_path / "demo"
+    args = ["--quiet", "demo", "--out", str(out), "--set", f"model={pipeline}",
+            "--set", "images_per_grid_prompt=2", "--set", "n=2", "--set", "steps=2",
+            "--set", "fairmap_steps=2", "--set", "scoft_steps=2", "--set", "curated_rows=10",
+            "--set", "negatives_k=1", "--set", "synth_captions=4", "--set", "synth_m=2",
+            "--set", "stablerep_steps=2", "--set", "probe_rows=60",
+            "--set", "grid_prompts=[a photo of a doctor, a street in Avel]"]
     with pytest.raises(SystemExit) as exit_:
-        main(["--quiet", "demo", "--out", str(out), "--set", f"model={pipeline}",
-              "--set", "images_per_grid_prompt=2", "--set", "n_per_occupation=3",
-              "--set", "steps=2", "--set", "grid_prompts=[a photo of a doctor, a street in Avel]"])
+        main(args)
     assert exit_.value.code == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished"
-    table = json.loads((out / "tone_by_occupation.json").read_text())
-    assert set(table) == {"doctor", "chef", "farmer", "teacher", "builder"}
-    assert table["doctor"]["web"] == [0.7, 0.2, 0.06, 0.04] and table["doctor"]["n"] == 3
-    assert sum(table["doctor"]["generated"]) == pytest.approx(1.0, abs=0.01)
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["grid", "audit-base", "fairmap", "scoft", "stablerep"]
+    headline = manifest["results"]["headline"]
+    assert [row["after"][0] for row in headline] == ["Fair Mapping", "SCoFT", "SCoFT",
+                                                     "StableRep, synthetic"]
+    for row in headline:  # every figure is (estimate, low, high) with low <= estimate <= high
+        for _, (value, low, high) in (row["before"], row["after"]):
+            assert low <= value <= high
+    page = (out / "report.html").read_text()
+    assert "Headline" in page and "report-scoft.html" in page
+    assert (out / "report-scoft.html").is_file()
     from PIL import Image
 
     assert Image.open(out / "grid.png").size[1] == 2 * (128 + 2)
-    printed = capsys.readouterr().out
-    assert "TV to web" in printed and "doctor" in printed
+    assert "near-copies" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit):
+        main(args)  # a second run reuses every finished stage
+    assert "reused" in capsys.readouterr().out

@@ -10,14 +10,18 @@ import typer
 from equigen.cli.common import ConfigOption, SetOption, example, resolve_config
 from equigen.demo import DemoConfig, run_demo
 
-EPILOG = example("equigen demo", "equigen demo --out runs/my-demo --set n_per_occupation=200")
+EPILOG = example("equigen demo", "equigen demo --fresh --out runs/my-demo --set n=100")
 
 
 def demo(
     out: Annotated[Optional[Path], typer.Option(help="Output folder.", show_default="runs/demo")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Redo every stage (default: reuse the "
+                                        "stages a previous run finished).")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Show the mini-world base model and the skin-tone bias it inherited from its web corpus."""
-    cfg = resolve_config(DemoConfig, config, set_, out=out)
+    """The whole story on the mini-world: audit the base model, repair it with Fair Mapping
+    and SCoFT, learn from it with StableRep, and one report (runs/demo/report.html) with every
+    headline figure and its interval. Resumable: finished stages are reused."""
+    cfg = resolve_config(DemoConfig, config, set_, out=out, fresh=fresh or None)
     run_demo(cfg)
