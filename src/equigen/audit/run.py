@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
 
 from equigen.audit.annotate import ABSTAINED, annotate, check_attributes, load_annotator
 from equigen.audit.prompts import Prompt, PromptSet, load_prompt_set, prompt_seed
@@ -50,8 +53,10 @@ def image_path(out: Path, prompt: Prompt, index: int) -> Path:
     return out / "images" / prompt.id / f"{index:04d}.png"
 
 
-def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bool = False) -> int:
-    """Generate every image not on disk yet; return how many were generated."""
+def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bool = False,
+                     pipe: "DiffusionPipeline | None" = None) -> int:
+    """Generate every image not on disk yet (with ``pipe`` if given, else ``cfg.model``; with
+    ``cfg.lora`` applied to it); return how many were generated."""
     jobs = [(p, i) for p in prompt_set.prompts for i in range(cfg.n)]
     batches = [jobs[s : s + cfg.batch_size] for s in range(0, len(jobs), cfg.batch_size)]
     todo = [b for b in batches if not all(image_path(cfg.out, p, i).is_file() for p, i in b)]
@@ -60,8 +65,9 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     from equigen.models import load_pipeline
     from equigen.models.generate import generate_images
 
-    pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
-                         allow_download=allow_download)
+    if pipe is None:
+        pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
+                             allow_download=allow_download)
     if cfg.lora is not None:
         from equigen.models.loading import apply_lora
 
@@ -113,15 +119,23 @@ def check_resumable(cfg: AuditConfig) -> None:
                            f"give a new --out")
 
 
-def run_audit(cfg: AuditConfig, allow_download: bool = False) -> dict[str, Any]:
-    """Run (or resume) an audit; return the results document (also in ``out/results.json``)."""
+def run_audit(cfg: AuditConfig, allow_download: bool = False,
+              pipe: "DiffusionPipeline | None" = None) -> dict[str, Any]:
+    """Run (or resume) an audit; return the results document (also in ``out/results.json``).
+
+    ``pipe``: audit a pipeline you built or modified yourself instead of loading ``cfg.model``
+    (``cfg.model`` is then only recorded; name it so the run says what it audited)::
+
+        pipe = StableDiffusionPipeline.from_pretrained("my/folder")
+        run_audit(AuditConfig(model="my/folder + my scheduler", prompts=..., out=...), pipe=pipe)
+    """
     prompt_set = load_prompt_set(cfg.prompts)
     annotator = load_annotator(cfg.annotator, allow_download=allow_download)
     check_attributes(annotator, prompt_set.attributes, str(cfg.prompts))
     check_resumable(cfg)
     with run_manifest(cfg.out, "audit", cfg, seed=cfg.seed) as manifest:
         start = time.perf_counter()
-        generated = generate_missing(cfg, prompt_set, allow_download)
+        generated = generate_missing(cfg, prompt_set, allow_download, pipe=pipe)
         generation_s = time.perf_counter() - start
 
         start = time.perf_counter()

@@ -181,7 +181,10 @@ def load_pipeline(
         "local_files_only": source.path is not None,
     }
     if source.path is not None:
-        kwargs.update(_external_components(source.path))
+        external = _external_components(source.path)
+        if external:  # diffusers warns that a BERT text encoder is not CLIP's: it is on purpose
+            diffusers_logging.set_verbosity_error()
+        kwargs.update(external)
     kwargs.update(from_pretrained_kwargs)
     target = str(source.path) if source.path is not None else source.hub_id
     try:

@@ -60,11 +60,20 @@ def load_text_encoder() -> tuple["BertModel", "PreTrainedTokenizerBase"]:
     pipeline pads to ``model_max_length``, 512 by default), and ``use_attention_mask`` makes the
     pipeline pass the mask (without it padded tokens change every embedding).
     """
-    from transformers import AutoTokenizer, BertModel
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertConfig, BertModel
 
     folder = minilm_folder()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), model_max_length=TEXT_MAX_LENGTH)
-    encoder = BertModel.from_pretrained(str(folder), add_pooling_layer=False, use_safetensors=True)
+    # built and loaded by hand (strictly): from_pretrained prints a load report about the
+    # sentence-transformers pooler weights we do not use, on every command
+    encoder = BertModel(BertConfig.from_pretrained(str(folder)), add_pooling_layer=False)
+    weights = {k: v for k, v in load_file(str(folder / "model.safetensors")).items()
+               if not k.startswith("pooler.") and k != "embeddings.position_ids"}
+    encoder.load_state_dict(weights, strict=False)
+    missing = [k for k in encoder.state_dict() if k not in weights and not k.endswith("position_ids")]
+    if missing:
+        raise RuntimeError(f"{folder}: MiniLM weights lack {missing[:3]}")
     encoder.config.use_attention_mask = True
     encoder.requires_grad_(False).eval()
     return encoder, tokenizer
