@@ -125,3 +125,36 @@ def test_near_copy_threshold_and_rate_by_hand():
     result = memorization_check(generated, curated, threshold=0.9)
     assert result.flagged.tolist() == [True, False, True]
     assert result.rate == pytest.approx(2 / 3)
+
+
+def test_perceptual_registry_builds_frozen_differentiable_extractors(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from equigen.errors import EquigenError
+    from equigen.methods.scoft.perceptual import PerceptualSpec, available, build_perceptual
+
+    assert {"oracle", "stablerep", "vgg16", "timm", "open_clip", "dreamsim"} <= set(available())
+    oracle = build_perceptual("oracle")
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    slices = oracle.slices(x)
+    assert len(slices) == 4 and oracle.embed(x).shape[0] == 2
+    oracle.embed(x).sum().backward()
+    assert x.grad is not None and all(not p.requires_grad for p in oracle.parameters())
+
+    # any timm model from a local weights file (here a tiny ViT the test saves itself)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "vit.safetensors")
+    vit = build_perceptual(PerceptualSpec(name="timm", model="vit_tiny_patch16_224",
+                                          weights=tmp_path / "vit.safetensors"))
+    assert torch.equal(vit.model.pos_embed, model.pos_embed)
+    assert vit.embed(torch.rand(1, 3, 64, 64)).shape == (1, 192)  # resized to 224 inside
+    with pytest.raises(EquigenError, match="not weights of vit_small_patch16_224"):
+        build_perceptual(PerceptualSpec(name="timm", model="vit_small_patch16_224",
+                                        weights=tmp_path / "vit.safetensors"))
+    with pytest.raises(EquigenError, match="unknown; available"):
+        build_perceptual("dinosaur")
+    with pytest.raises(EquigenError, match="needs weights"):
+        build_perceptual("vgg16")
+    with pytest.raises(EquigenError, match="not found"):
+        build_perceptual(PerceptualSpec(name="vgg16", weights=tmp_path / "nowhere.pth"))

@@ -193,7 +193,12 @@ class TimmEmbedding(PerceptualNet):
             raise EquigenError("perceptual extractor 'timm' needs model: a timm model name")
         self.model = timm.create_model(spec.model, pretrained=False, num_classes=0)
         if spec.weights is not None:
-            missing, _ = self.model.load_state_dict(_load_state_dict(Path(spec.weights)), strict=False)
+            try:
+                missing, _ = self.model.load_state_dict(_load_state_dict(Path(spec.weights)),
+                                                        strict=False)
+            except RuntimeError as exc:  # shape mismatches
+                raise EquigenError(f"{spec.weights}: not weights of {spec.model} "
+                                   f"({str(exc).splitlines()[1].strip()})") from exc
             if missing:
                 raise EquigenError(f"{spec.weights}: not weights of {spec.model} "
                                    f"(missing {len(missing)} keys, e.g. {missing[0]})")
