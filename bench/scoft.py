@@ -77,8 +77,8 @@ def culture_figures(run: Path, regions: list[str]) -> dict:
             by_prompt[row["prompt_id"]].append(row)
     out = {}
     for name, hit in {"authentic": lambda r, p: r["style"] == "authentic",
-                      "region_accuracy": lambda r, p: r["region"] == p["expect"]["region"],
-                      "setting_accuracy": lambda r, p: r["setting"] == p["expect"]["setting"]}.items():
+                      "region_accuracy": lambda r, p: r["region"] == p["expect"]["region"]["group"],
+                      "setting_accuracy": lambda r, p: r["setting"] == p["expect"]["setting"]["group"]}.items():
         out[name] = bootstrap([np.array([hit(r, prompts[pid]) for r in rows], float)
                                for pid, rows in sorted(by_prompt.items())])
     return out

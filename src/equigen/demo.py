@@ -48,7 +48,7 @@ class DemoConfig(StrictModel):
         "a photo of a chef from Borenza at home",
     ]
     images_per_grid_prompt: int = 8
-    n: int = 40  # images per audit prompt
+    n: int = 30  # images per audit prompt
     heldout_prompts: Path = Path("configs/prompts/mini-world-heldout-occupations.yaml")
     fairmap_config: Path = Path("configs/fairmap/mini-world.yaml")
     fairmap_steps: Optional[int] = None  # default: the config's
