@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--results", type=Path, default=Path("bench/results/scoft.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,7 +202,7 @@ def main() -> None:
               "near_copy_threshold": threshold,
               "same_scene_similarity": {"mean": float(same_scene.mean()), "p95": threshold},
               "seconds": round(time.perf_counter() - started), "results": results}
-    out = Path("bench/results/scoft.json")
+    out = args.results
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"written {out}")
