@@ -141,3 +141,14 @@ def test_interval_of_a_biased_metric_contains_its_estimate():
     labels = np.repeat([0, 1, 2, 3], 15)
     est, lo, hi = metric_interval(labels, 4, fairness_discrepancy)
     assert est == 0.0 and lo == 0.0 and lo <= est <= hi
+
+
+def test_wilson_interval_hand_computed():
+    from equigen.audit.metrics import wilson_interval
+
+    p, low, high = wilson_interval(5, 10)  # textbook: [0.2366, 0.7634]
+    assert p == 0.5 and low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    p, low, high = wilson_interval(0, 120)  # at k = 0 the upper end is z^2 / (n + z^2)
+    assert (p, low) == (0.0, 0.0) and high == pytest.approx(3.8415 / 123.8415, abs=1e-4)
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)

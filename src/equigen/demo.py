@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from rich.table import Table
 
+from equigen.audit.metrics import wilson_interval
 from equigen.config import StrictModel, load_config
 from equigen.manifest import run_manifest
 from equigen.utils.console import info, output
@@ -177,17 +178,8 @@ def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
     threshold = near_copy_threshold(world_same_scene_similarities(records, features))
     result = memorization_check(features(np.stack([np.asarray(g) for g in generated])),
                                 features(curated_images), threshold)
-    n, k = result.nearest.size, int(result.flagged.sum())
-    low, high = _wilson(k, n)
-    return {**result.as_dict(), "interval": [result.rate, low, high]}
-
-
-def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion k / n."""
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    return {**result.as_dict(),
+            "interval": list(wilson_interval(int(result.flagged.sum()), result.nearest.size))}
 
 
 def stage_stablerep(cfg: DemoConfig) -> dict:
@@ -228,7 +220,8 @@ def stage_stablerep(cfg: DemoConfig) -> dict:
         n_test = sum(result[label]["n_test"] for label in labels)
         correct = round(sum(result[label]["test_accuracy"] * result[label]["n_test"] for label in labels))
         probes[method] = {"mean": result["mean_test_accuracy"],
-                          "interval": [result["mean_test_accuracy"], *_wilson(correct, n_test)],
+                          "interval": [result["mean_test_accuracy"],
+                                       *wilson_interval(correct, n_test)[1:]],
                           **{label: result[label]["test_accuracy"] for label in labels}}
     return {"probes": probes}
 

@@ -17,6 +17,7 @@ several prompts are means, bootstrapped by resampling within each prompt.
 
 from __future__ import annotations
 
+import math
 from statistics import NormalDist
 from typing import Callable, Sequence
 
@@ -173,3 +174,18 @@ def expected_tv_noise(p: np.ndarray, n: int) -> float:
     1/2 sum_k sqrt(2 p_k (1 - p_k) / (pi n)). Below this, a TV says nothing."""
     p = np.asarray(p, float)
     return float(0.5 * np.sqrt(2 * p * (1 - p) / (np.pi * n)).sum())
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
+    """(k / n, low, high): the Wilson score interval of a proportion, which stays inside [0, 1]
+    and is not empty at k = 0 or k = n (where a bootstrap collapses to a point)::
+
+        centre = (p + z^2 / 2n) / (1 + z^2 / n),  half = z sqrt(p(1-p)/n + z^2 / 4n^2) / (1 + z^2 / n)
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n > 0, got {n}")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, max(0.0, centre - half), min(1.0, centre + half)

@@ -63,3 +63,21 @@ def write_csv_atomic(path: str | os.PathLike[str], rows: list[dict[str, Any]]) -
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def append_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]],
+               fieldnames: list[str] | None = None) -> None:
+    """Append rows to a CSV log, writing the header when the file is new. Columns: ``fieldnames``
+    (keys a row lacks are left empty, others ignored) or the first row's keys. Training loops call
+    it right after a checkpoint, so the log never holds a step the checkpoint does not."""
+    import csv
+
+    if not rows:
+        return
+    path = Path(path)
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]), extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)

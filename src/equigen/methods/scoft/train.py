@@ -14,7 +14,6 @@ Runs on one CPU as is, or under ``accelerate launch`` (DDP; each rank draws its 
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from equigen.methods.scoft.perceptual import PerceptualNet, PerceptualSpec, buil
 from equigen.methods.scoft.rollout import decode_latent, denoise_to_latent, grad_call_index
 from equigen.utils.checkpoint import load_checkpoint, save_checkpoint
 from equigen.utils.console import info, make_progress
+from equigen.utils.io import append_csv
 
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
@@ -374,14 +374,8 @@ def train_scoft(cfg: ScoftConfig, allow_download: bool = False) -> dict[str, Any
     return summary
 
 
+LOG_FIELDS = ["step", "lr", "loss", "ldm", "memorization", "contrastive", "perceptual"]
+
+
 def _append_log(out: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    path = Path(out) / "loss.csv"
-    fields = ["step", "lr", "loss", "ldm", "memorization", "contrastive", "perceptual"]
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    append_csv(Path(out) / "loss.csv", rows, LOG_FIELDS)

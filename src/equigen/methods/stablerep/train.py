@@ -17,7 +17,6 @@ state loaded with ``weights_only=True``) every ``checkpoint_every`` steps; a sto
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from equigen.methods.stablerep.losses import (
 from equigen.methods.stablerep.model import ContrastiveEncoder, EncoderArch, TextTower
 from equigen.utils.checkpoint import load_checkpoint, save_checkpoint
 from equigen.utils.console import info, make_progress
+from equigen.utils.io import append_csv
 
 Method = Literal["stablerep", "stablerep_plus", "simclr", "clip"]
 ENCODER = "encoder"
@@ -170,7 +170,7 @@ def train_stablerep(cfg: StableRepConfig) -> dict[str, Any]:
                 if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
                     _checkpoint(cfg, accelerator, modules, optimizer, batches, step + 1)
                     if accelerator.is_main_process:
-                        _append_log(cfg.out, log_rows)
+                        append_csv(cfg.out / "loss.csv", log_rows)
                     log_rows = []
         summary = {"steps": cfg.steps, "resumed_from": start_step,
                    "seconds": round(time.perf_counter() - started, 2),
@@ -213,16 +213,6 @@ def _checkpoint(cfg, accelerator, modules, optimizer, batches, step: int) -> Non
                        **{f"torch_rng{r}": s["torch_rng"] for r, s in enumerate(states)}}
         save_checkpoint(cfg.out, step, unwrapped, optim_state, {"method": cfg.method})
     accelerator.wait_for_everyone()
-
-
-def _append_log(out: Path, rows: list[dict[str, float]]) -> None:
-    path = Path(out) / "loss.csv"
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def load_encoder(run: str | Path) -> ContrastiveEncoder:
