@@ -98,6 +98,15 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _outputs_of_each(stages: nn.ModuleList, h: Tensor) -> list[Tensor]:
+    """Run ``stages`` in sequence; the output of every stage is a feature slice."""
+    out = []
+    for stage in stages:
+        h = stage(h)
+        out.append(h)
+    return out
+
+
 class _Normalized(nn.Module):
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
@@ -123,12 +132,7 @@ class OracleTrunk(PerceptualNet):
         self.size = spec.image_size or oracle.image_size
 
     def slices(self, x: Tensor) -> list[Tensor]:
-        h = _resize(x, self.size) * 2 - 1
-        out = []
-        for block in self.blocks:
-            h = block(h)
-            out.append(h)
-        return out
+        return _outputs_of_each(self.blocks, _resize(x, self.size) * 2 - 1)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.slices(x)[-1].mean(dim=(2, 3))
@@ -171,12 +175,7 @@ class VGG16Slices(PerceptualNet):
         self.size = spec.image_size
 
     def slices(self, x: Tensor) -> list[Tensor]:
-        h = self.normalize(_resize(x, self.size))
-        out = []
-        for stage in self.stages:
-            h = stage(h)
-            out.append(h)
-        return out
+        return _outputs_of_each(self.stages, self.normalize(_resize(x, self.size)))
 
     def embed(self, x: Tensor) -> Tensor:
         return self.slices(x)[-1].mean(dim=(2, 3))
