@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from equigen.cli.common import ConfigOption, SetOption, example, resolve_config, state
+from equigen.cli.common import (
+    ConfigOption,
+    FairmapOption,
+    LoraOption,
+    ModelOption,
+    SetOption,
+    example,
+    resolve_config,
+    state,
+)
 from equigen.utils.console import output
 
 EPILOG = example(
@@ -18,14 +27,9 @@ EPILOG = example(
 
 
 def audit(
-    model: Annotated[Optional[str], typer.Option(help="Model: mini-world, a diffusers folder or "
-                                                 "a hub id.", show_default="mini-world")] = None,
-    fairmap: Annotated[Optional[Path], typer.Option(help="Fair Mapping folder to apply "
-                                                    "(from `equigen fairmap train`).",
-                                                    show_default=False)] = None,
-    lora: Annotated[Optional[Path], typer.Option(help="LoRA weights to apply (from `equigen scoft "
-                                                 "train`, or any diffusers LoRA).",
-                                                 show_default=False)] = None,
+    model: ModelOption = None,
+    fairmap: FairmapOption = None,
+    lora: LoraOption = None,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt set YAML.", show_default=
                                                     "configs/prompts/mini-world-occupations.yaml")] = None,
     annotator: Annotated[Optional[str], typer.Option(help="Annotator: oracle, oracle:FOLDER, clip:CONFIG.yaml or "

@@ -26,6 +26,21 @@ ConfigOption = Annotated[
     Optional[Path],
     typer.Option("--config", "-c", help="YAML config file (see configs/).", show_default=False),
 ]
+# The generation options every generating command shares, with one wording.
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option(help="Model: mini-world, a diffusers folder or a hub id.", show_default="mini-world"),
+]
+FairmapOption = Annotated[
+    Optional[Path],
+    typer.Option(help="Fair Mapping folder to apply (from `equigen fairmap train`).",
+                 show_default=False),
+]
+LoraOption = Annotated[
+    Optional[Path],
+    typer.Option(help="LoRA weights in diffusers format, a folder (e.g. from `equigen scoft "
+                 "train`) or a .safetensors file.", show_default=False),
+]
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config key, e.g. --set seed=3 (repeatable).",

@@ -7,7 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from equigen.cli.common import ConfigOption, SetOption, example, resolve_config, state
+from equigen.cli.common import (
+    ConfigOption,
+    FairmapOption,
+    LoraOption,
+    ModelOption,
+    SetOption,
+    example,
+    resolve_config,
+    state,
+)
 from equigen.errors import EquigenError
 from equigen.utils.console import output
 
@@ -27,14 +36,9 @@ def synth(
     captions: Annotated[Optional[Path], typer.Option(
         "--captions", help="The captions file (instead of the argument).",
         show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model: mini-world, a diffusers folder or "
-                                                 "a hub id.", show_default="mini-world")] = None,
-    fairmap: Annotated[Optional[Path], typer.Option(help="Fair Mapping folder to apply "
-                                                    "(from `equigen fairmap train`).",
-                                                    show_default=False)] = None,
-    lora: Annotated[Optional[Path], typer.Option(help="LoRA weights in diffusers format (folder "
-                                                 "or .safetensors file).",
-                                                 show_default=False)] = None,
+    model: ModelOption = None,
+    fairmap: FairmapOption = None,
+    lora: LoraOption = None,
     m: Annotated[Optional[int], typer.Option("--m", help="Images per caption.",
                                              show_default="10")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.",

@@ -54,6 +54,26 @@ class PerceptualNet(nn.Module):
         return [self.embed(x)[:, :, None, None]]
 
 
+class StagedNet(PerceptualNet):
+    """An extractor made of conv stages run in sequence: every stage's output is a slice, the
+    embedding is the last slice averaged over space. Subclasses set ``stages`` and ``prepare``."""
+
+    stages: nn.ModuleList
+
+    def prepare(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def slices(self, x: Tensor) -> list[Tensor]:
+        h, out = self.prepare(x), []
+        for stage in self.stages:
+            h = stage(h)
+            out.append(h)
+        return out
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.slices(x)[-1].mean(dim=(2, 3))
+
+
 _REGISTRY: dict[str, Callable[[PerceptualSpec], PerceptualNet]] = {}
 
 
@@ -98,15 +118,6 @@ def _load_state_dict(path: Path) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _outputs_of_each(stages: nn.ModuleList, h: Tensor) -> list[Tensor]:
-    """Run ``stages`` in sequence; the output of every stage is a feature slice."""
-    out = []
-    for stage in stages:
-        h = stage(h)
-        out.append(h)
-    return out
-
-
 class _Normalized(nn.Module):
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
@@ -119,7 +130,7 @@ class _Normalized(nn.Module):
 
 # --------------------------------------------------------------------------------- extractors
 
-class OracleTrunk(PerceptualNet):
+class OracleTrunk(StagedNet):
     """The mini-world oracle's conv blocks: each block's output is a slice, the pooled last one
     the embedding."""
 
@@ -128,14 +139,11 @@ class OracleTrunk(PerceptualNet):
         from equigen.world.oracle import OracleAnnotator
 
         oracle = OracleAnnotator.load(spec.weights)
-        self.blocks = nn.ModuleList(list(oracle.net.trunk)[:-2])  # drop pool + flatten
+        self.stages = nn.ModuleList(list(oracle.net.trunk)[:-2])  # drop pool + flatten
         self.size = spec.image_size or oracle.image_size
 
-    def slices(self, x: Tensor) -> list[Tensor]:
-        return _outputs_of_each(self.blocks, _resize(x, self.size) * 2 - 1)
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.slices(x)[-1].mean(dim=(2, 3))
+    def prepare(self, x: Tensor) -> Tensor:
+        return _resize(x, self.size) * 2 - 1
 
 
 class StableRepEncoder(PerceptualNet):
@@ -154,7 +162,7 @@ class StableRepEncoder(PerceptualNet):
         return self.encoder.features(_resize(x, self.size))
 
 
-class VGG16Slices(PerceptualNet):
+class VGG16Slices(StagedNet):
     """torchvision VGG16 features cut after relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
 
     CUTS = (4, 9, 16, 23, 30)
@@ -174,11 +182,8 @@ class VGG16Slices(PerceptualNet):
         self.normalize = _Normalized()
         self.size = spec.image_size
 
-    def slices(self, x: Tensor) -> list[Tensor]:
-        return _outputs_of_each(self.stages, self.normalize(_resize(x, self.size)))
-
-    def embed(self, x: Tensor) -> Tensor:
-        return self.slices(x)[-1].mean(dim=(2, 3))
+    def prepare(self, x: Tensor) -> Tensor:
+        return self.normalize(_resize(x, self.size))
 
 
 class TimmEmbedding(PerceptualNet):
