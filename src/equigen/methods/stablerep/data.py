@@ -111,17 +111,3 @@ class GroupSampler:
         self.generator.set_state(state["generator"])
         self._order = state["order"].clone()
 
-
-def simclr_augmentation(size: int, min_scale: float = 0.08):
-    """SimCLR's augmentations as StableRep uses them, on uint8 CHW tensors -> float in [0, 1]."""
-    from torchvision.transforms import v2 as T
-
-    blur_kernel = max(3, (size // 10) | 1)  # odd, ~10% of the image as in SimCLR
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(min_scale, 1.0), antialias=True),
-        T.RandomHorizontalFlip(),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-        T.RandomApply([T.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
-        T.ToDtype(torch.float32, scale=True),
-    ])

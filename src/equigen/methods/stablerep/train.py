@@ -22,12 +22,14 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from equigen.config import StrictModel
 from equigen.manifest import run_manifest
-from equigen.methods.stablerep.data import GroupSampler, load_groups, simclr_augmentation
+from equigen.methods.stablerep.augment import BatchedSimCLRAugment
+from equigen.methods.stablerep.data import GroupSampler, load_groups
 from equigen.methods.stablerep.losses import (
     ImageTextContrastiveLoss,
     MultiPositiveContrastiveLoss,
@@ -92,7 +94,10 @@ def sentence_embeddings(captions: list[str], batch_size: int = 256) -> torch.Ten
 
 
 class Batches:
-    """Turns sampled (caption, image indices) into augmented image tensors and caption ids."""
+    """Turns sampled (caption, image indices) into augmented image tensors and caption ids.
+
+    The sampler and the augmentations draw from one generator, so its state (checkpointed with
+    the sampler's) is all a resumed run needs to see the same batches."""
 
     def __init__(self, cfg: StableRepConfig, groups, generator: torch.Generator):
         m = 1 if cfg.method in ("simclr", "clip") else cfg.images_per_caption
@@ -100,18 +105,19 @@ class Batches:
             raise ValueError("StableRep needs images_per_caption >= 2 (positives per caption)")
         self.cfg = cfg
         self.groups = groups
+        self.generator = generator
         self.sampler = GroupSampler(groups, cfg.captions_per_batch, m, generator)
-        self.augment = simclr_augmentation(cfg.arch.image_size, cfg.min_crop_scale)
+        self.augment = BatchedSimCLRAugment(cfg.arch.image_size, cfg.min_crop_scale)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        images, ids = [], []
+    def next(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, caption ids): uint8 images go to ``device`` and are augmented there."""
+        raw, ids = [], []
         for caption, picks in self.sampler.next_batch():
             for p in picks:
-                raw = torch.from_numpy(self.groups.images[caption][p]).permute(2, 0, 1)
-                for _ in range(self.cfg.views()):
-                    images.append(self.augment(raw))
-                    ids.append(caption)
-        return torch.stack(images), torch.tensor(ids)
+                raw.extend([self.groups.images[caption][p]] * self.cfg.views())
+                ids.extend([caption] * self.cfg.views())
+        images = torch.from_numpy(np.stack(raw)).to(device).permute(0, 3, 1, 2)
+        return self.augment(images, self.generator), torch.tensor(ids, device=device)
 
 
 def train_stablerep(cfg: StableRepConfig) -> dict[str, Any]:
@@ -145,7 +151,6 @@ def train_stablerep(cfg: StableRepConfig) -> dict[str, Any]:
         start_step, optim_state, _ = restored
         optimizer.load_state_dict(optim_state["optimizer"])
         batches.sampler.load_state(optim_state[f"sampler{rank}"])
-        torch.set_rng_state(optim_state[f"torch_rng{rank}"])  # the augmentations draw from it
         info(f"resumed from step {start_step}")
     wrapped = accelerator.prepare(*modules.values(), optimizer)
     prepared = dict(zip(modules, wrapped[:-1]))
@@ -159,8 +164,7 @@ def train_stablerep(cfg: StableRepConfig) -> dict[str, Any]:
             for step in range(start_step, cfg.steps):
                 for group in optimizer.param_groups:
                     group["lr"] = lr_at(step, cfg)
-                images, ids = batches.next()
-                images, ids = images.to(accelerator.device), ids.to(accelerator.device)
+                images, ids = batches.next(accelerator.device)
                 loss, parts = _loss(cfg, prepared, image_loss, images, ids, text)
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
@@ -199,7 +203,7 @@ def _loss(cfg, modules, image_loss, images, ids, text) -> tuple[torch.Tensor, di
 
 def _checkpoint(cfg, accelerator, modules, optimizer, batches, step: int) -> None:
     # every rank's sampler state is needed to resume exactly; gather them to rank 0
-    states = [{**batches.sampler.state(), "torch_rng": torch.get_rng_state()}]
+    states = [batches.sampler.state()]
     if accelerator.num_processes > 1:
         import torch.distributed as dist
 
@@ -208,9 +212,7 @@ def _checkpoint(cfg, accelerator, modules, optimizer, batches, step: int) -> Non
     if accelerator.is_main_process:
         unwrapped = {name: accelerator.unwrap_model(m) for name, m in modules.items()}
         optim_state = {"optimizer": optimizer.state_dict(),
-                       **{f"sampler{r}": {"generator": s["generator"], "order": s["order"]}
-                          for r, s in enumerate(states)},
-                       **{f"torch_rng{r}": s["torch_rng"] for r, s in enumerate(states)}}
+                       **{f"sampler{r}": s for r, s in enumerate(states)}}
         save_checkpoint(cfg.out, step, unwrapped, optim_state, {"method": cfg.method})
     accelerator.wait_for_everyone()
 
