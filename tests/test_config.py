@@ -108,3 +108,34 @@ def test_override_values_are_parsed_as_yaml():
     assert parse_override("a=[1, 2]") == (["a"], [1, 2])
     assert parse_override("a=hello world") == (["a"], "hello world")
     assert parse_override("a=") == (["a"], "")
+
+
+def test_shipped_configs_resolve_from_any_folder(tmp_path, monkeypatch):
+    from equigen.audit.prompts import load_prompt_set
+    from equigen.config import SHIPPED_CONFIGS, read_yaml
+
+    monkeypatch.chdir(tmp_path)  # no ./configs here
+    prompts = load_prompt_set("configs/prompts/mini-world-occupations.yaml")
+    assert len(prompts.prompts) > 0
+    assert read_yaml("configs/scoft/mini-world.yaml")["cultures"] == ["Kethu", "Zuloa"]
+    # a local file of the same name wins over the shipped one
+    (tmp_path / "configs" / "scoft").mkdir(parents=True)
+    (tmp_path / "configs" / "scoft" / "mini-world.yaml").write_text("cultures: [Avel]\n")
+    assert read_yaml("configs/scoft/mini-world.yaml")["cultures"] == ["Avel"]
+    with pytest.raises(EquigenError, match=r"configs/nope.yaml .*prompts/mini-world-cultures.yaml"):
+        read_yaml("configs/nope.yaml")
+    assert (SHIPPED_CONFIGS / "prompts" / "sd-occupations.yaml").is_file()
+
+
+def test_wheel_ships_the_configs(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), str(root)], check=True, timeout=240)
+    (wheel,) = tmp_path.glob("equigen-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "equigen/configs/prompts/mini-world-occupations.yaml" in names
+    assert "equigen/configs/scoft/mini-world.yaml" in names

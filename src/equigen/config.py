@@ -27,11 +27,28 @@ class StrictModel(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # also reachable as ./configs in a checkout
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` if it is a file; else a relative ``configs/...`` path is looked up among the
+    configs shipped inside the package, so the documented commands work from any folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_absolute() and path.parts[:1] == ("configs",):
+        shipped = SHIPPED_CONFIGS.joinpath(*path.parts[1:])
+        if shipped.is_file():
+            return shipped
+    shipped_names = sorted(p.relative_to(SHIPPED_CONFIGS).as_posix()
+                           for p in SHIPPED_CONFIGS.rglob("*.yaml"))
+    raise EquigenError(f"config file not found: {path} (shipped with equigen, usable as "
+                       f"configs/NAME from any folder: {', '.join(shipped_names)})")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, with a clear error for a missing file, bad syntax or a non-mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise EquigenError(f"config file not found: {path}")
+    path = resolve_config_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
