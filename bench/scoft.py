@@ -51,9 +51,35 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     "ldm+m": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0, "perceptual": 0},
     "ldm+m+p": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0, "perceptual": 0.01},
     "scoft": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
+    # beyond the paper: + DreamBooth's prior preservation on captions of the other regions and
+    # of no region (not the audit's prompts), against collateral drift
+    "scoft+prior": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01,
+                    "prior": 1.0},
 }
+PRIOR_CAPTIONS = 32
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
 NEUTRAL = "configs/prompts/mini-world-occupations.yaml"
+
+
+def write_prior_captions(work: Path, avoid: set[str]) -> Path:
+    """World captions that name neither target region (nor its adjective), none of them an audit
+    prompt: what the base model should keep drawing as it did."""
+    pool = export_distribution("balanced", work / "prior-pool", n=400, seed=7)
+    texts: list[str] = []
+    for record in load_records(pool):
+        lowered = record.text.lower()
+        if any(t.lower() in lowered for t in TARGET) or record.text in avoid or record.text in texts:
+            continue
+        texts.append(record.text)
+    path = work / "prior-captions.txt"
+    path.write_text("\n".join(texts[:PRIOR_CAPTIONS]) + "\n")
+    return path
+
+
+def audit_prompt_texts() -> set[str]:
+    from equigen.audit.prompts import load_prompt_set
+
+    return {p.text for prompts in (CULTURES, NEUTRAL) for p in load_prompt_set(prompts).prompts}
 
 
 def bootstrap(per_prompt: list[np.ndarray]) -> list[float]:
@@ -163,6 +189,9 @@ def main() -> None:
         if VARIANTS[name] is not None:
             values = {"data": curated, "out": variant_dir / "lora", "weights": VARIANTS[name],
                       "seed": args.seed}
+            if VARIANTS[name].get("prior"):
+                values["prior"] = {"captions": write_prior_captions(work, audit_prompt_texts()),
+                                   "images_per_caption": 4}
             if args.steps:
                 values["steps"] = args.steps
             cfg = load_config(ScoftConfig, args.config, values=values)

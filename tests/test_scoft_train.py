@@ -143,3 +143,49 @@ def test_two_processes_train_together_under_torchrun(curated, tiny_model, tmp_pa
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["results"]["processes"] == 2
     assert (out / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_prior_preservation_term_uses_the_base_models_drawings(curated, tiny_model, tmp_path):
+    from equigen.methods.scoft.prior import PRIOR_LATENTS
+
+    captions = tmp_path / "prior.txt"
+    captions.write_text("a street in Avel\na photo of a doctor\n")
+    prior = {"captions": captions, "images_per_caption": 2, "steps": 2, "batch_size": 3}
+    weights = {"prior": 0.5}
+    cfg = config(curated, tiny_model, tmp_path, prior=prior, weights=weights)
+    pipe, params, compute = build_scoft(cfg, torch.device("cpu"))
+    assert len(compute.prior) == 4 and compute.prior.caption_of == [0, 0, 1, 1]
+    # the drawings are the base model's: the same as a pipeline without any LoRA draws
+    from equigen.models import load_pipeline
+    from equigen.models.generate import image_seed
+
+    base = load_pipeline(str(tiny_model), device="cpu", dtype="fp32")
+    again = base("a photo of a doctor", num_inference_steps=2, guidance_scale=4.0,
+                 generator=torch.Generator().manual_seed(image_seed(cfg.seed, 1, 1)),
+                 output_type="latent").images[0]
+    torch.testing.assert_close(compute.prior.latents[3], again, atol=1e-4, rtol=0)
+
+    loss, parts = compute(0, [0, 2], step_generator(cfg, 0, 0), torch.device("cpu"))
+    assert set(parts) == {"ldm", "memorization", "prior"} and parts["prior"] > 0
+    assert torch.isclose(loss, torch.tensor(0.7 * parts["ldm"] + 0.3 * parts["memorization"]
+                                            + 0.5 * parts["prior"]), atol=1e-5)
+    loss.backward()
+    lora = {id(p) for p in params}
+    assert all(p.grad is None for p in pipe.unet.parameters() if id(p) not in lora)
+    # the other terms see the same draws with the prior term on or off
+    plain = config(curated, tiny_model, tmp_path, out=tmp_path / "plain")
+    _, _, plain_compute = build_scoft(plain, torch.device("cpu"))
+    _, plain_parts = plain_compute(0, [0, 2], step_generator(plain, 0, 0), torch.device("cpu"))
+    assert abs(plain_parts["ldm"] - parts["ldm"]) < 1e-6
+    # a second build reuses the saved drawings; other captions draw anew
+    saved = (cfg.out / PRIOR_LATENTS).stat().st_mtime_ns
+    build_scoft(cfg, torch.device("cpu"))
+    assert (cfg.out / PRIOR_LATENTS).stat().st_mtime_ns == saved
+    captions.write_text("a market in Borenza\n")
+    _, _, changed = build_scoft(cfg, torch.device("cpu"))
+    assert len(changed.prior) == 2
+
+
+def test_prior_weight_needs_captions(curated, tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="prior.captions"):
+        config(curated, tiny_model, tmp_path, weights={"prior": 0.5})

@@ -69,13 +69,17 @@ def append_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]],
                fieldnames: list[str] | None = None) -> None:
     """Append rows to a CSV log, writing the header when the file is new. Columns: ``fieldnames``
     (keys a row lacks are left empty, others ignored) or the first row's keys. Training loops call
-    it right after a checkpoint, so the log never holds a step the checkpoint does not."""
+    it right after a checkpoint, so the log never holds a step the checkpoint does not. An
+    existing file keeps its own header (a run resumed by a newer version stays readable)."""
     import csv
 
     if not rows:
         return
     path = Path(path)
     new = not path.exists()
+    if not new:
+        with path.open(newline="") as handle:
+            fieldnames = next(csv.reader(handle), None) or fieldnames
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fieldnames or list(rows[0]), extrasaction="ignore")
         if new:

@@ -22,13 +22,14 @@ from typing import Any, Literal, Optional
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from equigen.config import StrictModel
 from equigen.errors import EquigenError
 from equigen.manifest import run_manifest
 from equigen.methods.scoft import losses
 from equigen.methods.scoft.perceptual import PerceptualNet, PerceptualSpec, build_perceptual
+from equigen.methods.scoft.prior import PriorPreservation, PriorSet, build_prior_set
 from equigen.methods.scoft.rollout import decode_latent, denoise_to_latent, grad_call_index
 from equigen.utils.checkpoint import load_checkpoint, save_checkpoint
 from equigen.utils.console import info, make_progress
@@ -45,6 +46,7 @@ class LossWeights(StrictModel):
     memorization: float = Field(0.3, ge=0)
     contrastive: float = Field(0.05, ge=0)
     perceptual: float = Field(0.01, ge=0)
+    prior: float = Field(0.0, ge=0)  # not in the paper: prior preservation (prior.py), 0 = off
 
 
 class ScoftConfig(StrictModel):
@@ -69,11 +71,18 @@ class ScoftConfig(StrictModel):
     contrastive_grad: Literal["first", "last", "random"] = "first"
     perceptual: PerceptualSpec = Field(default_factory=PerceptualSpec)  # for L_C
     perceptual_slices: Optional[PerceptualSpec] = None  # for L_P (default: the same extractor)
+    prior: Optional[PriorPreservation] = None  # the prompts whose outputs to keep (weights.prior)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     checkpoint_every: int = Field(100, ge=1)
     seed: int = 0
     device: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _prior_needs_captions(self) -> "ScoftConfig":
+        if self.weights.prior > 0 and self.prior is None:
+            raise ValueError("weights.prior > 0 needs prior.captions (the prompts to preserve)")
+        return self
 
 
 def step_generator(cfg: ScoftConfig, step: int, rank: int, micro: int = 0) -> torch.Generator:
@@ -231,8 +240,9 @@ def lr_lambda(cfg: ScoftConfig):
 class ScoftLoss:
     """Computes the weighted SCoFT loss of one micro-batch; holds the frozen pieces."""
 
-    def __init__(self, cfg: ScoftConfig, pipe, unet, data: CuratedSet, extractor, slicer, noise_scheduler):
-        self.cfg, self.pipe, self.unet, self.data = cfg, pipe, unet, data
+    def __init__(self, cfg: ScoftConfig, pipe, unet, data: CuratedSet, extractor, slicer,
+                 noise_scheduler, prior: Optional[PriorSet] = None):
+        self.cfg, self.pipe, self.unet, self.data, self.prior = cfg, pipe, unet, data, prior
         self.extractor, self.slicer = extractor, slicer
         self.noise_scheduler = noise_scheduler
         self.prediction_type = noise_scheduler.config.prediction_type
@@ -244,11 +254,7 @@ class ScoftLoss:
         latents = data.latents[rows].to(device)
         noise = torch.randn(latents.shape, generator=generator).to(device)
         t = sample_timesteps(len(rows), self.noise_scheduler.config.num_train_timesteps, generator).to(device)
-        x_t = self.noise_scheduler.add_noise(latents, noise, t)
-        if self.prediction_type == "v_prediction":
-            target = self.noise_scheduler.get_velocity(latents, noise, t)
-        else:
-            target = noise
+        x_t, target = self._noised(latents, noise, t)
         cond = data.embeds([data.records[i].text for i in rows]).to(device)
         prediction = self.unet(x_t, t, encoder_hidden_states=cond).sample
         parts: dict[str, torch.Tensor] = {"ldm": losses.ldm_loss(prediction, target)}
@@ -271,8 +277,26 @@ class ScoftLoss:
             if w.perceptual > 0:
                 parts["perceptual"] = losses.perceptual_loss(
                     self.slicer.slices(image), [s[rows].to(device) for s in data.positive_slices])
+        if w.prior > 0:  # drawn last, so the other terms see the same draws with or without it
+            prior_latents, prior_cond = self.prior.sample(len(rows), generator)
+            prior_latents = prior_latents.to(device)
+            prior_noise = torch.randn(prior_latents.shape, generator=generator).to(device)
+            prior_t = sample_timesteps(len(rows), self.noise_scheduler.config.num_train_timesteps,
+                                       generator).to(device)
+            prior_x_t, prior_target = self._noised(prior_latents, prior_noise, prior_t)
+            prior_prediction = self.unet(prior_x_t, prior_t,
+                                         encoder_hidden_states=prior_cond.to(device)).sample
+            parts["prior"] = losses.ldm_loss(prior_prediction, prior_target)
         total = sum(getattr(w, name) * value for name, value in parts.items())
         return total, {name: float(value.detach()) for name, value in parts.items()}
+
+    def _noised(self, latents: torch.Tensor, noise: torch.Tensor,
+                t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, the UNet's regression target) for the scheduler's prediction type."""
+        x_t = self.noise_scheduler.add_noise(latents, noise, t)
+        if self.prediction_type == "v_prediction":
+            return x_t, self.noise_scheduler.get_velocity(latents, noise, t)
+        return x_t, noise
 
 
 def build_scoft(cfg: ScoftConfig, device: torch.device, allow_download: bool = False):
@@ -287,6 +311,9 @@ def build_scoft(cfg: ScoftConfig, device: torch.device, allow_download: bool = F
     pipe = load_pipeline(cfg.model, device=str(device), dtype="fp32", allow_download=allow_download)
     for module in (pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
+    prior = None
+    if cfg.weights.prior > 0:  # the base model's own drawings: before the LoRA exists
+        prior = build_prior_set(cfg.prior, pipe, cfg.out, cfg.seed, device)
     torch.manual_seed(cfg.seed)  # the LoRA's random initialisation
     params = add_lora(pipe.unet, cfg)
     if cfg.gradient_checkpointing:
@@ -298,7 +325,8 @@ def build_scoft(cfg: ScoftConfig, device: torch.device, allow_download: bool = F
     if cfg.weights.perceptual > 0:
         slicer = build_perceptual(cfg.perceptual_slices).to(device) if cfg.perceptual_slices else extractor
     data = CuratedSet(cfg, pipe, extractor, slicer, device)
-    return pipe, params, ScoftLoss(cfg, pipe, pipe.unet, data, extractor, slicer, noise_scheduler)
+    return pipe, params, ScoftLoss(cfg, pipe, pipe.unet, data, extractor, slicer, noise_scheduler,
+                                   prior)
 
 
 def train_scoft(cfg: ScoftConfig, allow_download: bool = False) -> dict[str, Any]:
@@ -374,7 +402,7 @@ def train_scoft(cfg: ScoftConfig, allow_download: bool = False) -> dict[str, Any
     return summary
 
 
-LOG_FIELDS = ["step", "lr", "loss", "ldm", "memorization", "contrastive", "perceptual"]
+LOG_FIELDS = ["step", "lr", "loss", "ldm", "memorization", "contrastive", "perceptual", "prior"]
 
 
 def _append_log(out: Path, rows: list[dict[str, Any]]) -> None:
