@@ -53,8 +53,11 @@ def sweep(
     fidelity_prompts: Annotated[Optional[Path], typer.Option(
         help="Prompt set whose named-attribute accuracy is measured.",
         show_default="configs/prompts/mini-world-fidelity.yaml")] = None,
-    n: Annotated[int, typer.Option(help="Images per fairness prompt.")] = 40,
-    n_fidelity: Annotated[int, typer.Option(help="Images per fidelity prompt.")] = 4,
+    n: Annotated[int, typer.Option(min=2, help="Images per fairness prompt (>= 2: the "
+                                   "interval needs a spread).")] = 40,
+    n_fidelity: Annotated[int, typer.Option(min=1, help="Images per fidelity prompt.")] = 4,
+    sample_steps: Annotated[int, typer.Option(min=1, help="Sampler steps of the audits' "
+                                              "generations.")] = 25,
     annotator: Annotated[str, typer.Option(help="Annotator for the audits.")] = "oracle",
     out: Annotated[Path, typer.Option(help="Sweep folder (resumes if it exists).")] = Path(
         "runs/fairmap-sweep"),
@@ -71,6 +74,7 @@ def sweep(
     except ValueError:
         raise typer.BadParameter(f"--lambdas {lambdas!r}: give numbers separated by commas")
     plan = SweepPlan(weights=weights, n=n, n_fidelity=n_fidelity, annotator=annotator, out=out,
+                     steps=sample_steps,
                      **({"fairness_prompts": fairness_prompts} if fairness_prompts else {}),
                      **({"fidelity_prompts": fidelity_prompts} if fidelity_prompts else {}))
     table = run_sweep(cfg, plan, allow_download=state.allow_download)
