@@ -39,6 +39,7 @@ from equigen.methods.scoft import NegativesConfig, ScoftConfig, make_negatives, 
 from equigen.methods.scoft.memorization import (
     memorization_check,
     near_copy_threshold,
+    training_caption_images,
     world_same_scene_similarities,
 )
 from equigen.world.export import export_distribution
@@ -124,10 +125,10 @@ def neutral_figures(run: Path) -> dict:
     return out
 
 
-def training_caption_images(variant_dir: Path, lora: Path | None, records, args) -> np.ndarray:
+def cached_training_caption_images(variant_dir: Path, lora: Path | None, records,
+                                   args) -> np.ndarray:
     """One image per training caption (fixed seeds), cached as PNGs in the variant folder."""
     from equigen.models import load_pipeline
-    from equigen.models.generate import generate_images, image_seed
     from equigen.models.loading import apply_lora
 
     folder = variant_dir / "training-captions"
@@ -137,12 +138,8 @@ def training_caption_images(variant_dir: Path, lora: Path | None, records, args)
         pipe = load_pipeline("mini-world")
         if lora is not None:
             apply_lora(pipe, lora)
-        images = generate_images(pipe, [r.text for r in records],
-                                 [image_seed(args.seed, i, 0) for i in range(len(records))],
-                                 guidance_scale=4.0, steps=25, batch_size=40,
-                                 description="training captions")
-        for path, image in zip(paths, images):
-            image.save(path)
+        for path, image in zip(paths, training_caption_images(pipe, records, seed=args.seed)):
+            Image.fromarray(image).save(path)
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
 
@@ -207,7 +204,7 @@ def main() -> None:
             run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=args.n,
                                   out=out, seed=args.seed, batch_size=40))
             audits[label] = out
-        generated = training_caption_images(variant_dir, lora_dir, records, args)
+        generated = cached_training_caption_images(variant_dir, lora_dir, records, args)
         generated_features = features(generated)
         memo = memorization_check(generated_features, curated_features, threshold)
         fid = fid_kid(to_tensor(curated_images), to_tensor(generated),

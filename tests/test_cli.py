@@ -29,7 +29,8 @@ def test_help_lists_every_group():
                                      ["report"], ["annotators", "calibrate"], ["synth"],
                                      ["fairmap", "train"], ["fairmap", "sweep"],
                                      ["stablerep", "train"], ["stablerep", "probe"],
-                                     ["scoft", "negatives"]])
+                                     ["scoft", "negatives"], ["scoft", "train"],
+                                     ["scoft", "memorization"]])
 def test_every_command_help_has_an_example(command):
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output and "$ equigen" in result.output

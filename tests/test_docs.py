@@ -34,6 +34,7 @@ SHRINK = {
     "scoft negatives": ["--k", "1", "--set", "steps=2"],
     "scoft train": ["--steps", "2", "--set", "batch_size=2", "--set", "contrastive_every=2",
                     "--set", "contrastive_steps=2", "--set", "checkpoint_every=1"],
+    "scoft memorization": ["--sample-steps", "2"],
     "synth": ["--m", "2", "--set", "steps=2"],
     "stablerep train": ["--steps", "2", "--set", "captions_per_batch=2",
                         "--set", "images_per_caption=2", "--set", "warmup_steps=1"],

@@ -146,40 +146,26 @@ def stage_scoft(cfg: DemoConfig) -> dict:
 
 def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
     """Near-copy rate of one generation per training caption against the curated images."""
-    import torch
     from PIL import Image
 
     from equigen.data.captioned import load_records
     from equigen.methods.scoft.memorization import (
-        memorization_check,
-        near_copy_threshold,
-        world_same_scene_similarities,
+        near_copies as near_copy_rate,
+        oracle_features,
+        training_caption_images,
     )
     from equigen.models import load_pipeline
-    from equigen.models.generate import generate_images, image_seed
     from equigen.models.loading import apply_lora
-    from equigen.world.oracle import OracleAnnotator
 
     records = [r for r in load_records(curated) if r.culture in TARGET_REGIONS]
-    oracle = OracleAnnotator.load()
-
-    def features(images: np.ndarray) -> np.ndarray:
-        return oracle.features(torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255).numpy()
-
     pipe = load_pipeline(cfg.model)
     if lora is not None:
         apply_lora(pipe, lora)
-    generated = generate_images(pipe, [r.text for r in records],
-                                [image_seed(cfg.seed, i, 0) for i in range(len(records))],
-                                guidance_scale=cfg.guidance_scale, steps=cfg.steps, batch_size=40,
-                                description="training captions")
+    generated = training_caption_images(pipe, records, seed=cfg.seed,
+                                        guidance_scale=cfg.guidance_scale, steps=cfg.steps)
     curated_images = np.stack([np.asarray(Image.open(curated / r.file_name).convert("RGB"))
                                for r in records])
-    threshold = near_copy_threshold(world_same_scene_similarities(records, features))
-    result = memorization_check(features(np.stack([np.asarray(g) for g in generated])),
-                                features(curated_images), threshold)
-    return {**result.as_dict(),
-            "interval": list(wilson_interval(int(result.flagged.sum()), result.nearest.size))}
+    return near_copy_rate(generated, curated_images, records, oracle_features())
 
 
 def stage_stablerep(cfg: DemoConfig) -> dict:

@@ -7,7 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from equigen.cli.common import ConfigOption, SetOption, example, resolve_config, state
+from equigen.cli.common import (
+    ConfigOption,
+    LoraOption,
+    ModelOption,
+    SetOption,
+    example,
+    resolve_config,
+    state,
+)
 from equigen.utils.console import output
 
 app = typer.Typer(help="SCoFT: self-contrastive LoRA fine-tuning on a small curated set.",
@@ -64,3 +72,81 @@ def train(
     summary = train_scoft(cfg, allow_download=state.allow_download)
     output.print(f"LoRA written to {summary['lora']} ({summary['steps']} steps, "
                  f"{summary['seconds']:.0f} s)")
+
+
+@app.command(epilog=example(
+    "equigen scoft memorization data/curated --lora runs/scoft --culture Kethu --culture Zuloa",
+    "equigen scoft memorization data/ccub --model CompVis/stable-diffusion-v1-4 --lora runs/scoft "
+    "--threshold 0.95 --features dreamsim:/models/dreamsim"))
+def memorization(
+    dataset: Annotated[Path, typer.Argument(help="The curated captioned dataset trained on.")],
+    model: ModelOption = "mini-world",
+    lora: LoraOption = None,
+    culture: Annotated[Optional[list[str]], typer.Option(help="Only rows of this culture "
+                                                         "(repeatable).", show_default="all")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Cosine similarity from which a generation counts as a near-copy.",
+        show_default="calibrated on re-renders of the same scenes (mini-world data only)")] = None,
+    features: Annotated[str, typer.Option(help="Feature space: oracle (mini-world) or any "
+                                          "perceptual extractor NAME:WEIGHTS of the SCoFT "
+                                          "registry.")] = "oracle",
+    seed: Annotated[int, typer.Option(help="Seed of the generations.")] = 0,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
+    sample_steps: Annotated[int, typer.Option(min=1, help="Sampler steps.")] = 25,
+    out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
+) -> None:
+    """Does the fine-tuned model copy its curated images? One generation per training caption,
+    its nearest curated image in a feature space, and the share of near-copies with a 95%
+    interval."""
+    import numpy as np
+    from PIL import Image
+
+    from equigen.data.captioned import load_records, resolve_in_root
+    from equigen.methods.scoft.memorization import near_copies, training_caption_images
+    from equigen.models import load_pipeline
+    from equigen.models.loading import apply_lora, check_lora_path
+    from equigen.utils.io import write_json_atomic
+
+    records = [r for r in load_records(dataset) if not culture or r.culture in culture]
+    if not records:
+        raise typer.BadParameter(f"{dataset}: no rows of culture {culture}")
+    if lora is not None:
+        check_lora_path(lora)
+    extract = _feature_function(features)
+    pipe = load_pipeline(model, allow_download=state.allow_download)
+    if lora is not None:
+        apply_lora(pipe, lora)
+    generated = training_caption_images(pipe, records, seed=seed, guidance_scale=guidance,
+                                        steps=sample_steps)
+    curated = np.stack([np.asarray(Image.open(resolve_in_root(dataset, r.file_name)).convert("RGB")
+                                   .resize(generated.shape[1:3][::-1])) for r in records])
+    result = near_copies(generated, curated, records, extract, threshold)
+    _, low, high = result["interval"]
+    output.print(f"near-copies: {result['flagged']}/{result['n']} = {result['rate']:.1%} "
+                 f"[{low:.1%}, {high:.1%}] (threshold {result['threshold']:.4f}, "
+                 f"{result['threshold_source']}); mean nearest similarity "
+                 f"{result['nearest_similarity_mean']:.3f}")
+    if out is not None:
+        write_json_atomic(out, {"dataset": str(dataset), "model": model,
+                                "lora": None if lora is None else str(lora), **result})
+
+
+def _feature_function(name: str):
+    """``uint8 images -> (n, d) features`` for the memorization check."""
+    import numpy as np
+    import torch
+
+    from equigen.methods.scoft.memorization import oracle_features
+    from equigen.methods.scoft.perceptual import PerceptualSpec, build_perceptual
+
+    if name == "oracle":
+        return oracle_features()
+    kind, _, weights = name.partition(":")
+    net = build_perceptual(PerceptualSpec(name=kind, weights=weights or None)).eval()
+
+    def features(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            return torch.cat([net.embed(x[s : s + 64]) for s in range(0, len(x), 64)]).numpy()
+
+    return features

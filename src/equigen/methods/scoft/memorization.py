@@ -65,3 +65,49 @@ def world_same_scene_similarities(records, features, seed_offset: int = 7_919) -
     originals = render_rows(rows)
     again = render_rows([{**row, "seed": int(row["seed"]) + seed_offset} for row in rows])
     return paired_similarity(np.asarray(features(originals)), np.asarray(features(again)))
+
+
+def training_caption_images(pipe, records, seed: int = 0, guidance_scale: float = 4.0,
+                            steps: int = 25, batch_size: int = 40) -> np.ndarray:
+    """One generation per training caption (image ``image_seed(seed, i, 0)`` of row i), uint8."""
+    from equigen.models.generate import generate_images, image_seed
+
+    images = generate_images(pipe, [r.text for r in records],
+                             [image_seed(seed, i, 0) for i in range(len(records))],
+                             guidance_scale=guidance_scale, steps=steps, batch_size=batch_size,
+                             description="training captions")
+    return np.stack([np.asarray(image.convert("RGB")) for image in images])
+
+
+def oracle_features():
+    """The mini-world oracle's penultimate features as a ``uint8 images -> (n, d)`` function."""
+    import torch
+
+    from equigen.world.oracle import OracleAnnotator
+
+    oracle = OracleAnnotator.load()
+
+    def features(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+        return oracle.features(x).numpy()
+
+    return features
+
+
+def near_copies(generated: np.ndarray, curated: np.ndarray, records, features,
+                threshold: float | None = None) -> dict:
+    """Near-copy rate of ``generated`` (one per curated row, uint8) against the ``curated``
+    images, with its 95% Wilson interval. The threshold, unless given, is calibrated on
+    re-renders of the curated scenes, which only a mini-world export has."""
+    from equigen.audit.metrics import wilson_interval
+
+    calibrated = threshold is None
+    if calibrated:
+        if any(getattr(r, "seed", None) is None for r in records):
+            raise ValueError("these curated rows are not mini-world renders (no scene seed), so "
+                             "the near-copy threshold cannot be calibrated: give one")
+        threshold = near_copy_threshold(world_same_scene_similarities(records, features))
+    result = memorization_check(features(generated), features(curated), threshold)
+    return {**result.as_dict(), "threshold_source": "same-scene re-renders, q0.95" if calibrated
+            else "given", "interval": list(wilson_interval(int(result.flagged.sum()),
+                                                           result.nearest.size))}
