@@ -56,7 +56,11 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     # of no region (not the audit's prompts), against collateral drift
     "scoft+prior": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01,
                     "prior": 1.0},
+    # beyond the paper: the LoRA on the cross-attention keys and values only (Custom Diffusion's
+    # choice, which touches the model only through the text), against collateral drift
+    "scoft-kv": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
 }
+LORA_TARGETS = {"scoft-kv": ["attn2.to_k", "attn2.to_v"]}  # default: every attention projection
 PRIOR_CAPTIONS = 32
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
 NEUTRAL = "configs/prompts/mini-world-occupations.yaml"
@@ -186,6 +190,8 @@ def main() -> None:
         if VARIANTS[name] is not None:
             values = {"data": curated, "out": variant_dir / "lora", "weights": VARIANTS[name],
                       "seed": args.seed}
+            if name in LORA_TARGETS:
+                values["lora_targets"] = LORA_TARGETS[name]
             if VARIANTS[name].get("prior"):
                 values["prior"] = {"captions": write_prior_captions(work, audit_prompt_texts()),
                                    "images_per_caption": 4}
