@@ -130,7 +130,8 @@ def stage_scoft(cfg: DemoConfig) -> dict:
 
     curated = export_distribution("curated", cfg.out / "curated", n=cfg.curated_rows, seed=cfg.seed)
     make_negatives(NegativesConfig(dataset=curated, model=cfg.model, k=cfg.negatives_k,
-                                   cultures=TARGET_REGIONS, batch_size=40))
+                                   cultures=TARGET_REGIONS, batch_size=40,
+                                   guidance_scale=cfg.guidance_scale, steps=cfg.steps))
     scoft = load_config(ScoftConfig, cfg.scoft_config,
                         values={"data": curated, "out": cfg.out / "scoft", "steps": cfg.scoft_steps,
                                 "cultures": TARGET_REGIONS, "model": cfg.model})
@@ -145,7 +146,8 @@ def stage_scoft(cfg: DemoConfig) -> dict:
 
 
 def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
-    """Near-copy rate of one generation per training caption against the curated images."""
+    """Near-copy rate of one generation per training caption against the curated images. The
+    base model's drawing of each training caption is already there: its first negative."""
     from PIL import Image
 
     from equigen.data.captioned import load_records
@@ -158,13 +160,18 @@ def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
     from equigen.models.loading import apply_lora
 
     records = [r for r in load_records(curated) if r.culture in TARGET_REGIONS]
-    pipe = load_pipeline(cfg.model)
-    if lora is not None:
+
+    def read(relative: str) -> np.ndarray:
+        return np.asarray(Image.open(curated / relative).convert("RGB"))
+
+    if lora is None:
+        generated = np.stack([read(r.negatives[0]) for r in records])
+    else:
+        pipe = load_pipeline(cfg.model)
         apply_lora(pipe, lora)
-    generated = training_caption_images(pipe, records, seed=cfg.seed,
-                                        guidance_scale=cfg.guidance_scale, steps=cfg.steps)
-    curated_images = np.stack([np.asarray(Image.open(curated / r.file_name).convert("RGB"))
-                               for r in records])
+        generated = training_caption_images(pipe, records, seed=cfg.seed,
+                                            guidance_scale=cfg.guidance_scale, steps=cfg.steps)
+    curated_images = np.stack([read(r.file_name) for r in records])
     return near_copy_rate(generated, curated_images, records, oracle_features())
 
 
