@@ -148,6 +148,7 @@ def test_documented_command_parses(page, command):
         assert_config_key(model, key, f"{page}: {command}")
 
 
+@pytest.mark.timeout(900)  # every page's workflow end to end: ~3 min on an idle 2-core machine
 def test_documented_mini_world_commands_run(tmp_path, monkeypatch):
     """The mini-world commands of every page, in page order, in one scratch folder."""
     monkeypatch.chdir(tmp_path)
