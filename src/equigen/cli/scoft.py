@@ -102,7 +102,11 @@ def memorization(
     from PIL import Image
 
     from equigen.data.captioned import load_records, resolve_in_root
-    from equigen.methods.scoft.memorization import near_copies, training_caption_images
+    from equigen.methods.scoft.memorization import (
+        feature_function,
+        near_copies,
+        training_caption_images,
+    )
     from equigen.models import load_pipeline
     from equigen.models.loading import apply_lora, check_lora_path
     from equigen.utils.io import write_json_atomic
@@ -112,7 +116,7 @@ def memorization(
         raise typer.BadParameter(f"{dataset}: no rows of culture {culture}")
     if lora is not None:
         check_lora_path(lora)
-    extract = _feature_function(features)
+    extract = feature_function(features)
     pipe = load_pipeline(model, allow_download=state.allow_download)
     if lora is not None:
         apply_lora(pipe, lora)
@@ -129,24 +133,3 @@ def memorization(
     if out is not None:
         write_json_atomic(out, {"dataset": str(dataset), "model": model,
                                 "lora": None if lora is None else str(lora), **result})
-
-
-def _feature_function(name: str):
-    """``uint8 images -> (n, d) features`` for the memorization check."""
-    import numpy as np
-    import torch
-
-    from equigen.methods.scoft.memorization import oracle_features
-    from equigen.methods.scoft.perceptual import PerceptualSpec, build_perceptual
-
-    if name == "oracle":
-        return oracle_features()
-    kind, _, weights = name.partition(":")
-    net = build_perceptual(PerceptualSpec(name=kind, weights=weights or None)).eval()
-
-    def features(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
-        with torch.no_grad():
-            return torch.cat([net.embed(x[s : s + 64]) for s in range(0, len(x), 64)]).numpy()
-
-    return features

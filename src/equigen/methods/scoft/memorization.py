@@ -79,17 +79,36 @@ def training_caption_images(pipe, records, seed: int = 0, guidance_scale: float 
     return np.stack([np.asarray(image.convert("RGB")) for image in images])
 
 
-def oracle_features():
-    """The mini-world oracle's penultimate features as a ``uint8 images -> (n, d)`` function."""
+def _uint8_to_tensor(images: np.ndarray):
     import torch
 
+    return torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+
+
+def oracle_features():
+    """The mini-world oracle's penultimate features as a ``uint8 images -> (n, d)`` function."""
     from equigen.world.oracle import OracleAnnotator
 
     oracle = OracleAnnotator.load()
+    return lambda images: oracle.features(_uint8_to_tensor(images)).numpy()
+
+
+def feature_function(name: str = "oracle"):
+    """``uint8 images -> (n, d)`` features: ``oracle`` (mini-world) or ``NAME[:WEIGHTS]`` of the
+    perceptual registry (``equigen.methods.scoft.perceptual``)."""
+    import torch
+
+    from equigen.methods.scoft.perceptual import PerceptualSpec, build_perceptual
+
+    if name == "oracle":
+        return oracle_features()
+    kind, _, weights = name.partition(":")
+    net = build_perceptual(PerceptualSpec(name=kind, weights=weights or None)).eval()
 
     def features(images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
-        return oracle.features(x).numpy()
+        x = _uint8_to_tensor(images)
+        with torch.no_grad():
+            return torch.cat([net.embed(x[s : s + 64]) for s in range(0, len(x), 64)]).numpy()
 
     return features
 
