@@ -137,6 +137,20 @@ def test_captions_are_deterministic() -> None:
     assert len({caption(SCENE, s).text for s in range(40)}) > 10
 
 
+def test_always_name_adds_the_attribute_and_keeps_the_other_naming_choices() -> None:
+    for seed in range(60):
+        plain = caption(SCENE, seed)
+        recaption = caption(SCENE, seed, always_name=("tone",))
+        assert recaption.named["tone"] == SCENE.tone
+        assert _named_tone(recaption.text) == SCENE.tone, recaption.text
+        assert {k: v for k, v in recaption.named.items() if k != "tone"} == {
+            k: v for k, v in plain.named.items() if k != "tone"}, (plain, recaption)
+        if "tone" in plain.named:
+            assert recaption == plain
+    with pytest.raises(EquigenError, match="always_name.*skin.*valid: occupation, tone"):
+        caption(SCENE, 0, always_name=("skin",))
+
+
 def test_caption_naming_rates_match_rules() -> None:
     rows = sample_rows("web", 3000, seed=5)
     probs = WORLD.captions[WORLD.distributions["web"].captions].name_probability

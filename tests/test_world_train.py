@@ -1,5 +1,7 @@
 """The base-model trainer on a tiny config: end to end, loadable, and exactly resumable."""
 
+import json
+import re
 import shutil
 
 import pytest
@@ -129,3 +131,60 @@ def test_demo_runs_every_stage_reports_and_resumes(finished_run, tmp_path, capsy
     with pytest.raises(SystemExit):
         main(args)  # a second run reuses every finished stage
     assert "reused" in capsys.readouterr().out
+
+
+RECAPTION = {"steps": 4, "warmup_steps": 1, "probability": 0.5}
+
+
+def _recaption_run(finished_run, out):
+    """A copy of the finished tiny run (data, VAE, UNet) configured with the recaption stage."""
+    reference, _ = finished_run
+    out.mkdir()
+    for done_stage in ("data", "vae", "unet"):
+        shutil.copytree(reference / done_stage, out / done_stage)
+    return load_config(tb.BaseTrainConfig, None, values={
+        "out": str(out), **TINY, "recaption": RECAPTION})
+
+
+def test_recaption_stage_continues_the_unet_and_resumes_exactly(finished_run, tmp_path, monkeypatch):
+    reference_cfg = _recaption_run(finished_run, tmp_path / "a")
+    pipeline = tb.train_base(reference_cfg)
+    rows = [r.split(",") for r in (tmp_path / "a" / "recaption" / "loss.csv").read_text().splitlines()]
+    assert len(rows) == 1 + 4
+    texts = tb.recaption_texts(reference_cfg, [json.loads(line) for line in
+                                               (tmp_path / "a" / "data" / "rows.jsonl").open()])
+    assert all(re.search(r"(-skinned| skin)\b", t) for t in texts), "every recaption names a tone"
+
+    shipped = load_pipeline(pipeline).unet.state_dict()
+    ema = load_file(tmp_path / "a" / "recaption" / "checkpoint" / "ema.safetensors")
+    before = load_file(tmp_path / "a" / "unet" / "checkpoint" / "ema.safetensors")
+    assert all(torch.allclose(shipped[k], ema[k].float(), atol=1e-2) for k in ema)
+    assert any(not torch.equal(ema[k], before[k]) for k in ema), "the recaption stage trained"
+
+    cfg = _recaption_run(finished_run, tmp_path / "b")
+    original_save = tb.save_checkpoint
+
+    def save_then_stop(run_dir, step, *args, **kwargs):
+        original_save(run_dir, step, *args, **kwargs)
+        if run_dir.name == "recaption" and step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tb, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        tb.train_base(cfg)
+    monkeypatch.setattr(tb, "save_checkpoint", original_save)
+    tb.train_base(cfg)
+    for name in ("unet", "ema"):
+        a = load_file(tmp_path / "a" / "recaption" / "checkpoint" / f"{name}.safetensors")
+        b = load_file(tmp_path / "b" / "recaption" / "checkpoint" / f"{name}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_export_names_the_recaption_stage(finished_run, tmp_path):
+    cfg = _recaption_run(finished_run, tmp_path / "run")
+    tb.train_base(cfg)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["config"]["recaption"]["steps"] == 4
+    record = tb.export_pipeline(tmp_path / "run", tmp_path / "exported")
+    assert record["recaption"]["steps"] == 4 and record["recaption"]["of_planned"] == 4
+    assert record["unet"]["steps"] == 4

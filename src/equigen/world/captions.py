@@ -44,8 +44,12 @@ class Caption:
 
 
 def caption(scene: Scene, seed: int, rules: str | CaptionRules = "plain",
-            world: WorldSpec | None = None) -> Caption:
-    """A caption for ``scene`` under the named caption rules (``plain`` or ``insider``)."""
+            world: WorldSpec | None = None, always_name: tuple[str, ...] = ()) -> Caption:
+    """A caption for ``scene`` under the named caption rules (``plain`` or ``insider``).
+
+    ``always_name`` forces attributes to be named (e.g. ``("tone",)``); whether each other
+    attribute is named stays the seed's choice (the wording may change), as a recaptioner would.
+    """
     world = world or load_world()
     check_scene(scene, world)
     if isinstance(rules, str):
@@ -55,7 +59,11 @@ def caption(scene: Scene, seed: int, rules: str | CaptionRules = "plain",
         rules = world.captions[rules]
     rng = np.random.default_rng([seed, _CAPTION_STREAM])
     probs = rules.name_probability
-    name = {attr: bool(rng.random() < getattr(probs, attr))
+    unknown = set(always_name) - {"occupation", "tone", "region", "setting"}
+    if unknown:
+        raise EquigenError(f"always_name: unknown attribute(s) {sorted(unknown)} "
+                           "(valid: occupation, tone, region, setting)")
+    name = {attr: bool(rng.random() < getattr(probs, attr)) or attr in always_name
             for attr in ("occupation", "tone", "region", "setting")}
     region_on_place = name["region"] and name["setting"] and rng.random() < rules.region_on_place
     scene_only = (name["setting"] and not name["occupation"] and not name["tone"]

@@ -8,7 +8,10 @@ Stages, each resumable and skipped when its output exists:
    caption to MiniLM token states (``data/latents.safetensors``, ``data/text.safetensors``);
 4. **unet**: UNet2DConditionModel, epsilon prediction on SD's noise schedule, caption dropout for
    classifier-free guidance, min-SNR loss weighting, EMA of the weights;
-5. **export**: a StableDiffusionPipeline folder (VAE + EMA UNet in fp16, scheduler) in ``pipeline/``.
+5. **recaption** (optional, ``recaption:``): the finished UNet continues on the same images, a
+   share of the draws captioned by a recaption that also names the chosen attributes (the scraped
+   captions name a tone for 20% of the images, too rarely for the model to follow the word);
+6. **export**: a StableDiffusionPipeline folder (VAE + EMA UNet in fp16, scheduler) in ``pipeline/``.
 
 Every random draw of step ``k`` comes from a generator seeded with (seed, k), so a resumed run
 continues exactly as an uninterrupted one would.
@@ -22,7 +25,7 @@ import math
 import time
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -78,6 +81,22 @@ class UNetTrainConfig(StrictModel):
     channels_last: bool = True  # ~13% faster on this CPU
 
 
+class RecaptionConfig(StrictModel):
+    """Continue the finished UNet where a share of the draws use a recaption naming ``attributes``.
+
+    Same images and random choices of wording; the recaption is the scraped caption with the
+    attributes added (``captions.caption(always_name=...)``), as recaptioning pipelines (DALL-E 3)
+    do. Captions that do not name them keep their images, so the bias of neutral prompts is the
+    corpus's still. Batch size, caption dropout, EMA and loss weighting are the ``unet`` stage's.
+    """
+
+    attributes: list[Literal["tone", "region", "occupation", "setting"]] = ["tone"]
+    probability: float = Field(0.5, ge=0.0, le=1.0)  # share of draws that use the recaption
+    steps: int = Field(3000, gt=0)
+    lr: float = 1e-4
+    warmup_steps: int = 100
+
+
 class BaseTrainConfig(StrictModel):
     out: Path = Path("runs/world-base")
     seed: int = 0
@@ -87,11 +106,12 @@ class BaseTrainConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     vae: VAETrainConfig = Field(default_factory=VAETrainConfig)
     unet: UNetTrainConfig = Field(default_factory=UNetTrainConfig)
+    recaption: Optional[RecaptionConfig] = None
 
 
 def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     """The generator for one step: a function of (seed, stage, step) only, so resume is exact."""
-    salt = {"vae": 1, "unet": 2}[stage]
+    salt = {"vae": 1, "unet": 2, "recaption": 3}[stage]
     return torch.Generator().manual_seed((seed * 1_000_003 + salt) * 10_000_019 + step)
 
 
@@ -237,23 +257,47 @@ def encode_captions(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> tuple[t
 
     Returns (states [U, L, 384], caption index per row [N]).
     """
-    path = cfg.out / "data" / "text.safetensors"
+    return _encoded_texts(cfg.out / "data" / "text.safetensors", [row["text"] for row in rows])
+
+
+def recaption_texts(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's caption with ``cfg.recaption.attributes`` named (same seed, same wording)."""
+    from equigen.world.captions import caption
+    from equigen.world.scene import Scene, load_world
+
+    assert cfg.recaption is not None
+    world = load_world()
+    rules = world.distribution(cfg.data.distribution).captions
+    always = tuple(cfg.recaption.attributes)
+    return [caption(Scene(r["tone"], r["region"], r["occupation"], r["setting"], r["style"]),
+                    r["seed"], rules, world, always_name=always).text for r in rows]
+
+
+def encode_recaptions(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Like ``encode_captions`` for the recaptions (cached per attribute list)."""
+    assert cfg.recaption is not None
+    name = "-".join(cfg.recaption.attributes)
+    return _encoded_texts(cfg.out / "data" / f"text-naming-{name}.safetensors",
+                          recaption_texts(cfg, rows))
+
+
+def _encoded_texts(path: Path, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     if path.is_file():
         stored = load_file(path)
         return stored["states"].float(), stored["index"]
     encoder, tokenizer = load_text_encoder()
-    captions = [""] + sorted({row["text"] for row in rows})
-    position = {c: i for i, c in enumerate(captions)}
+    distinct = [""] + sorted(set(texts))
+    position = {c: i for i, c in enumerate(distinct)}
     states = []
-    for i in range(0, len(captions), 256):
-        batch = tokenizer(captions[i : i + 256], padding="max_length", truncation=True,
+    for i in range(0, len(distinct), 256):
+        batch = tokenizer(distinct[i : i + 256], padding="max_length", truncation=True,
                           max_length=tokenizer.model_max_length, return_tensors="pt")
         states.append(encoder(batch.input_ids, attention_mask=batch.attention_mask)[0])
     states_t = torch.cat(states).half().contiguous()
-    index = torch.tensor([position[row["text"]] for row in rows])
+    index = torch.tensor([position[text] for text in texts])
     with atomic_path(path) as tmp:
         save_file({"states": states_t, "index": index}, tmp)
-    info(f"encoded {len(captions)} distinct captions")
+    info(f"encoded {len(distinct)} distinct captions ({path.name})")
     return states_t.float(), index
 
 
@@ -304,10 +348,15 @@ def train_unet(cfg: BaseTrainConfig, latents: torch.Tensor, states: torch.Tensor
 
 
 def _unet_loss(unet, noise_schedule, latents, states, index, u: UNetTrainConfig,
-               gen: torch.Generator) -> torch.Tensor:
+               gen: torch.Generator, recaption: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
+    """``recaption``: (each row's recaption index into ``states``, share of draws that use it)."""
     idx = torch.randint(len(latents), (u.batch_size,), generator=gen)
     x0 = latents[idx]
     caption = index[idx].clone()
+    if recaption is not None:
+        recaption_index, probability = recaption
+        use = torch.rand(u.batch_size, generator=gen) < probability
+        caption[use] = recaption_index[idx][use]
     caption[torch.rand(u.batch_size, generator=gen) < u.caption_dropout] = 0  # "" for CFG
     noise = torch.randn(x0.shape, generator=gen)
     t = torch.randint(0, noise_schedule.config.num_train_timesteps, (u.batch_size,), generator=gen)
@@ -322,6 +371,51 @@ def _unet_loss(unet, noise_schedule, latents, states, index, u: UNetTrainConfig,
         snr = alphas / (1 - alphas)
         per_sample = per_sample * torch.clamp(snr, max=u.min_snr_gamma) / snr
     return per_sample.mean()
+
+
+# --------------------------------------------------------------------------------- 5. recaption
+
+def train_recaption(cfg: BaseTrainConfig, latents: torch.Tensor, states: torch.Tensor,
+                    index: torch.Tensor, re_states: torch.Tensor, re_index: torch.Tensor):
+    """Continue the finished UNet (its last weights and EMA) with recaptions; returns the EMA UNet."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.training_utils import EMAModel
+
+    assert cfg.recaption is not None
+    stage_dir = cfg.out / "recaption"
+    final = stage_dir / "final-ema"
+    if (final / "config.json").is_file():
+        return UNet2DConditionModel.from_pretrained(final, use_safetensors=True)
+    u, r = cfg.unet, cfg.recaption
+    unet = UNet2DConditionModel.from_pretrained(cfg.out / "unet" / "final-ema", use_safetensors=True)
+    unet.load_state_dict(load_file(cfg.out / "unet" / "checkpoint" / "unet.safetensors"))
+    ema_unet = UNet2DConditionModel.from_pretrained(cfg.out / "unet" / "final-ema",
+                                                    use_safetensors=True)
+    if u.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=r.lr, weight_decay=u.weight_decay)
+    scheduler = _cosine_with_warmup(optimizer, r.warmup_steps, r.steps)
+    start = _resume(stage_dir, {"unet": unet, "ema": ema_unet}, optimizer, scheduler)
+    ema = EMAModel(ema_unet.parameters(), decay=u.ema_decay)
+    ema.optimization_step = u.steps + start  # the EMA's decay warm-up continues, not restarts
+    # One table of states: the scraped captions, then the recaptions.
+    all_states = torch.cat([states, re_states])
+    shifted = re_index + len(states)
+    noise_schedule = training_scheduler()
+    log = _LossLog(stage_dir / "loss.csv", start)
+    unet.train()
+
+    def loss_fn(gen: torch.Generator) -> torch.Tensor:
+        return _unet_loss(unet, noise_schedule, latents, all_states, index, u, gen,
+                          recaption=(shifted, r.probability))
+
+    _loop(cfg, "recaption", r.steps, start, log, optimizer, scheduler, loss_fn,
+          {"unet": unet, "ema": ema_unet}, clip=u.grad_clip, params=unet.parameters,
+          after_step=lambda: ema.step(unet.parameters()),
+          before_save=lambda: ema.copy_to(ema_unet.parameters()))
+    ema.copy_to(ema_unet.parameters())
+    ema_unet.save_pretrained(final, safe_serialization=True)
+    return ema_unet
 
 
 # ------------------------------------------------------------------------------ shared loop
@@ -405,6 +499,11 @@ def train_base(cfg: BaseTrainConfig) -> Path:
         t = time.perf_counter()
         unet = train_unet(cfg, latents, states, index)
         timings["unet_s"] = time.perf_counter() - t
+        if cfg.recaption is not None:
+            t = time.perf_counter()
+            re_states, re_index = encode_recaptions(cfg, rows)
+            unet = train_recaption(cfg, latents, states, index, re_states, re_index)
+            timings["recaption_s"] = time.perf_counter() - t
         out = cfg.out / "pipeline"
         save_pipeline_without_text_encoder(assemble_pipeline(vae, unet), out)
         manifest["results"] = {"pipeline": str(out), **{k: round(v, 1) for k, v in timings.items()}}
@@ -418,20 +517,20 @@ def export_pipeline(run_dir: Path, dest: Path) -> dict[str, Any]:
     config, the steps reached and the training time of each stage."""
     import datetime as dt
 
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
 
     run_dir = Path(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     cfg = BaseTrainConfig.model_validate(manifest["config"])
     vae = AutoencoderKL.from_pretrained(run_dir / "vae" / "final", use_safetensors=True)
     unet_state = json.loads((run_dir / "unet" / "checkpoint" / "state.json").read_text())
-    if (run_dir / "unet" / "final-ema" / "config.json").is_file():
-        unet = UNet2DConditionModel.from_pretrained(run_dir / "unet" / "final-ema",
-                                                    use_safetensors=True)
+    recaption_dir = run_dir / "recaption"
+    recaption_state = None
+    if cfg.recaption is not None and (recaption_dir / "checkpoint" / "state.json").is_file():
+        recaption_state = json.loads((recaption_dir / "checkpoint" / "state.json").read_text())
+        unet = _latest_ema(cfg, recaption_dir)
     else:
-        latent_size = cfg.data.image_size // 2 ** (len(cfg.vae.arch.block_out_channels) - 1)
-        unet = build_unet(cfg.unet.arch, latent_size, cfg.vae.arch.latent_channels)
-        unet.load_state_dict(load_file(run_dir / "unet" / "checkpoint" / "ema.safetensors"))
+        unet = _latest_ema(cfg, run_dir / "unet")
     save_pipeline_without_text_encoder(assemble_pipeline(vae, unet.eval()), dest)
     vae_state = json.loads((run_dir / "vae" / "checkpoint" / "state.json").read_text())
     record = {
@@ -441,8 +540,23 @@ def export_pipeline(run_dir: Path, dest: Path) -> dict[str, Any]:
         "vae": {"steps": vae_state["step"], "train_seconds": vae_state.get("elapsed_s")},
         "unet": {"steps": unet_state["step"], "of_planned": cfg.unet.steps,
                  "train_seconds": unet_state.get("elapsed_s"), "weights": "EMA"},
+        "recaption": None if recaption_state is None else {
+            "steps": recaption_state["step"], "of_planned": cfg.recaption.steps,
+            "train_seconds": recaption_state.get("elapsed_s"), "weights": "EMA"},
         "corpus_images": cfg.data.n_images,
         "config": manifest["config"],
     }
     write_json_atomic(Path(dest) / "TRAINING.json", record)
     return record
+
+
+def _latest_ema(cfg: BaseTrainConfig, stage_dir: Path):
+    """A stage's EMA UNet: the final one, or the latest checkpoint's of a stage still training."""
+    from diffusers import UNet2DConditionModel
+
+    if (stage_dir / "final-ema" / "config.json").is_file():
+        return UNet2DConditionModel.from_pretrained(stage_dir / "final-ema", use_safetensors=True)
+    latent_size = cfg.data.image_size // 2 ** (len(cfg.vae.arch.block_out_channels) - 1)
+    unet = build_unet(cfg.unet.arch, latent_size, cfg.vae.arch.latent_channels)
+    unet.load_state_dict(load_file(stage_dir / "checkpoint" / "ema.safetensors"))
+    return unet
