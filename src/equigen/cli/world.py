@@ -85,5 +85,7 @@ def export_base_command(
     from equigen.world.train_base import export_pipeline
 
     record = export_pipeline(run, to or SHIPPED_DIR)
-    output.print(f"exported UNet step {record['unet']['steps']}/{record['unet']['of_planned']} "
-                 f"to {to or SHIPPED_DIR}")
+    stages = f"UNet step {record['unet']['steps']}/{record['unet']['of_planned']}"
+    if record["recaption"] is not None:
+        stages += f", recaption step {record['recaption']['steps']}/{record['recaption']['of_planned']}"
+    output.print(f"exported {stages} to {to or SHIPPED_DIR}")
