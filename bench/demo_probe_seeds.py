@@ -15,11 +15,12 @@ import json
 import statistics
 from pathlib import Path
 
-from equigen.config import load_config
+from equigen.demo import DemoConfig, demo_training_config
 from equigen.methods.stablerep.probe import ProbeConfig, run_probe
-from equigen.methods.stablerep.train import StableRepConfig, train_stablerep
+from equigen.methods.stablerep.train import train_stablerep
 
-RUNS = {"stablerep": ("synth", 4, 16), "simclr": ("web", 1, 32)}  # data, images per caption, captions
+# the demo's runs at its default sizes: data folder, images per caption, captions per batch
+RUNS = {"stablerep": ("synth", 4, 16), "simclr": ("web", 1, 32)}
 
 
 def probe_accuracy(run: Path) -> float:
@@ -30,13 +31,9 @@ def train_and_probe(demo: Path, work: Path, method: str, seed: int) -> float:
     data, m, n = RUNS[method]
     run = work / f"{method}-seed{seed}"
     if not (run / "probe.json").is_file():
-        src = load_config(StableRepConfig, Path("configs/stablerep/mini-world.yaml"),
-                          values={"data": demo / data, "out": run})
-        cfg = src.model_copy(update={
-            "method": method, "steps": 150, "warmup_steps": 10, "checkpoint_every": 50,
-            "images_per_caption": m, "captions_per_batch": n, "seed": seed,
-            "arch": src.arch.model_copy(update={"patch_size": 16, "backbone_args": {"depth": 6}})})
-        train_stablerep(StableRepConfig.model_validate(cfg.model_dump()))
+        train_stablerep(demo_training_config(method, demo / data, run, images_per_caption=m,
+                                             captions_per_batch=n,
+                                             steps=DemoConfig().stablerep_steps, seed=seed))
         run_probe(ProbeConfig(run=run, data=demo / "probe"))
     return probe_accuracy(run)
 

@@ -179,7 +179,7 @@ def stage_stablerep(cfg: DemoConfig) -> dict:
     from equigen.data.captioned import load_records
     from equigen.data.synth import SynthConfig, run_synth
     from equigen.methods.stablerep.probe import ProbeConfig, run_probe
-    from equigen.methods.stablerep.train import StableRepConfig, train_stablerep
+    from equigen.methods.stablerep.train import train_stablerep
     from equigen.world.export import export_distribution
 
     real_n = cfg.synth_captions * cfg.synth_m
@@ -197,14 +197,9 @@ def stage_stablerep(cfg: DemoConfig) -> dict:
                ("simclr", web, 1, min(32, real_n)))
     for method, data, m, n in batches:
         run = cfg.out / method
-        src = load_config(StableRepConfig, Path("configs/stablerep/mini-world.yaml"),
-                          values={"data": data, "out": run})
-        train = src.model_copy(update={
-            "method": method, "steps": cfg.stablerep_steps, "warmup_steps": 10,
-            "checkpoint_every": 50, "images_per_caption": m, "captions_per_batch": n,
-            "seed": cfg.seed,
-            "arch": src.arch.model_copy(update={"patch_size": 16, "backbone_args": {"depth": 6}})})
-        train = StableRepConfig.model_validate(train.model_dump())
+        train = demo_training_config(method, data, run, images_per_caption=m,
+                                     captions_per_batch=n, steps=cfg.stablerep_steps,
+                                     seed=cfg.seed)
         if not (run / "probe.json").is_file():
             train_stablerep(train)
             run_probe(ProbeConfig(run=run, data=probe))
@@ -217,6 +212,21 @@ def stage_stablerep(cfg: DemoConfig) -> dict:
                                        *wilson_interval(correct, n_test)[1:]],
                           **{label: result[label]["test_accuracy"] for label in labels}}
     return {"probes": probes}
+
+
+def demo_training_config(method: str, data: Path, out: Path, images_per_caption: int,
+                         captions_per_batch: int, steps: int, seed: int):
+    """The demo's short StableRep / SimCLR run: the mini-world config with a patch-16, depth-6 ViT."""
+    from equigen.methods.stablerep.train import StableRepConfig
+
+    src = load_config(StableRepConfig, Path("configs/stablerep/mini-world.yaml"),
+                      values={"data": data, "out": out})
+    train = src.model_copy(update={
+        "method": method, "steps": steps, "warmup_steps": 10, "checkpoint_every": 50,
+        "images_per_caption": images_per_caption, "captions_per_batch": captions_per_batch,
+        "seed": seed,
+        "arch": src.arch.model_copy(update={"patch_size": 16, "backbone_args": {"depth": 6}})})
+    return StableRepConfig.model_validate(train.model_dump())
 
 
 def stage_report(cfg: DemoConfig, stages: dict) -> dict:
