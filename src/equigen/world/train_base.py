@@ -84,10 +84,11 @@ class UNetTrainConfig(StrictModel):
 class RecaptionConfig(StrictModel):
     """Continue the finished UNet where a share of the draws use a recaption naming ``attributes``.
 
-    Same images and random choices of wording; the recaption is the scraped caption with the
-    attributes added (``captions.caption(always_name=...)``), as recaptioning pipelines (DALL-E 3)
-    do. Captions that do not name them keep their images, so the bias of neutral prompts is the
-    corpus's still. Batch size, caption dropout, EMA and loss weighting are the ``unet`` stage's.
+    Same images; each recaption is drawn from the row's own caption seed with the attributes
+    forced (``captions.caption(always_name=...)``): whatever else the scraped caption named it
+    names too, in possibly other words, as recaptioning pipelines (DALL-E 3) do. Captions that do
+    not name them keep their images, so the bias of neutral prompts is still the corpus's.
+    Batch size, caption dropout, EMA and loss weighting are the ``unet`` stage's.
     """
 
     attributes: list[Literal["tone", "region", "occupation", "setting"]] = ["tone"]
@@ -261,7 +262,7 @@ def encode_captions(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> tuple[t
 
 
 def recaption_texts(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> list[str]:
-    """Each row's caption with ``cfg.recaption.attributes`` named (same seed, same wording)."""
+    """Each row's caption from its own seed with ``cfg.recaption.attributes`` also named."""
     from equigen.world.captions import caption
     from equigen.world.scene import Scene, load_world
 
