@@ -28,6 +28,21 @@ def tiny_config(out):
         k: v for k, v in TINY.items()}})
 
 
+def _stop_after_checkpoint(monkeypatch, cfg, stage: str, step: int) -> None:
+    """Run ``train_base(cfg)`` as if stopped (Ctrl-C) right after ``stage`` saved ``step``."""
+    original_save = tb.save_checkpoint
+
+    def save_then_stop(run_dir, saved_step, *args, **kwargs):
+        original_save(run_dir, saved_step, *args, **kwargs)
+        if run_dir.name == stage and saved_step == step:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tb, "save_checkpoint", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            tb.train_base(cfg)
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("base-a")
@@ -56,18 +71,8 @@ def test_stopped_run_resumes_to_the_same_state(finished_run, tmp_path, monkeypat
     out.mkdir()
     for done_stage in ("data", "vae"):  # reuse the finished render and VAE; retrain the UNet
         shutil.copytree(reference / done_stage, out / done_stage)
-    original_save = tb.save_checkpoint
-
-    def save_then_stop(run_dir, step, *args, **kwargs):
-        original_save(run_dir, step, *args, **kwargs)
-        if run_dir.name == "unet" and step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(tb, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        tb.train_base(tiny_config(out))
+    _stop_after_checkpoint(monkeypatch, tiny_config(out), stage="unet", step=2)
     assert not (out / "unet" / "final-ema").exists()
-    monkeypatch.setattr(tb, "save_checkpoint", original_save)
     tb.train_base(tiny_config(out))
 
     for name in ("unet", "ema"):
@@ -162,17 +167,7 @@ def test_recaption_stage_continues_the_unet_and_resumes_exactly(finished_run, tm
     assert any(not torch.equal(ema[k], before[k]) for k in ema), "the recaption stage trained"
 
     cfg = _recaption_run(finished_run, tmp_path / "b")
-    original_save = tb.save_checkpoint
-
-    def save_then_stop(run_dir, step, *args, **kwargs):
-        original_save(run_dir, step, *args, **kwargs)
-        if run_dir.name == "recaption" and step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(tb, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        tb.train_base(cfg)
-    monkeypatch.setattr(tb, "save_checkpoint", original_save)
+    _stop_after_checkpoint(monkeypatch, cfg, stage="recaption", step=2)
     tb.train_base(cfg)
     for name in ("unet", "ema"):
         a = load_file(tmp_path / "a" / "recaption" / "checkpoint" / f"{name}.safetensors")
