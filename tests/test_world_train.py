@@ -157,7 +157,8 @@ def test_recaption_stage_continues_the_unet_and_resumes_exactly(finished_run, tm
     rows = [r.split(",") for r in (tmp_path / "a" / "recaption" / "loss.csv").read_text().splitlines()]
     assert len(rows) == 1 + 4
     texts = tb.recaption_texts(reference_cfg, [json.loads(line) for line in
-                                               (tmp_path / "a" / "data" / "rows.jsonl").open()])
+                                               (tmp_path / "a" / "data" / "rows.jsonl").open()],
+                               ["tone"])
     assert all(re.search(r"(-skinned| skin)\b", t) for t in texts), "every recaption names a tone"
 
     shipped = load_pipeline(pipeline).unet.state_dict()
@@ -179,7 +180,37 @@ def test_export_names_the_recaption_stage(finished_run, tmp_path):
     cfg = _recaption_run(finished_run, tmp_path / "run")
     tb.train_base(cfg)
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["config"]["recaption"]["steps"] == 4
+    assert [r["steps"] for r in manifest["config"]["recaption"]] == [4]
     record = tb.export_pipeline(tmp_path / "run", tmp_path / "exported")
-    assert record["recaption"]["steps"] == 4 and record["recaption"]["of_planned"] == 4
+    assert record["recaption"] == [{"steps": 4, "of_planned": 4, "weights": "EMA",
+                                    "train_seconds": record["recaption"][0]["train_seconds"]}]
     assert record["unet"]["steps"] == 4
+
+
+def test_a_second_recaption_round_continues_the_first(finished_run, tmp_path):
+    one_round = _recaption_run(finished_run, tmp_path / "run")
+    tb.train_base(one_round)
+    first = load_file(tmp_path / "run" / "recaption" / "checkpoint" / "ema.safetensors")
+    two_rounds = load_config(tb.BaseTrainConfig, None, values={
+        "out": str(tmp_path / "run"), **TINY,
+        "recaption": [RECAPTION, {**RECAPTION, "steps": 2, "probability": 1.0}]})
+    pipeline = tb.train_base(two_rounds)  # round 1 is finished: only round 2 trains
+
+    second = load_file(tmp_path / "run" / "recaption-2" / "checkpoint" / "ema.safetensors")
+    assert torch.equal(load_file(tmp_path / "run" / "recaption" / "checkpoint" / "ema.safetensors")["conv_in.weight"],
+                       first["conv_in.weight"]), "round 1 is left as it was"
+    assert any(not torch.equal(first[k], second[k]) for k in first), "round 2 trained"
+    shipped = load_pipeline(pipeline).unet.state_dict()
+    assert all(torch.allclose(shipped[k], second[k].float(), atol=1e-2) for k in second)
+    record = tb.export_pipeline(tmp_path / "run", tmp_path / "exported")
+    assert [(r["steps"], r["of_planned"]) for r in record["recaption"]] == [(4, 4), (2, 2)]
+    assert tb.step_generator(0, "recaption-2", 0).initial_seed() != \
+        tb.step_generator(0, "recaption", 0).initial_seed()
+
+
+def test_recaption_config_accepts_one_round_or_a_list():
+    one = tb.BaseTrainConfig.model_validate({"recaption": RECAPTION})
+    assert one.recaption == tb.BaseTrainConfig.model_validate({"recaption": [RECAPTION]}).recaption
+    assert tb.BaseTrainConfig.model_validate({"recaption": None}).recaption == []
+    with pytest.raises(ValueError, match="probability"):
+        tb.BaseTrainConfig.model_validate({"recaption": [{"probability": 2}]})

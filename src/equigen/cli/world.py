@@ -86,6 +86,6 @@ def export_base_command(
 
     record = export_pipeline(run, to or SHIPPED_DIR)
     stages = f"UNet step {record['unet']['steps']}/{record['unet']['of_planned']}"
-    if record["recaption"] is not None:
-        stages += f", recaption step {record['recaption']['steps']}/{record['recaption']['of_planned']}"
+    for number, round_record in enumerate(record["recaption"], start=1):
+        stages += f", recaption round {number} step {round_record['steps']}/{round_record['of_planned']}"
     output.print(f"exported {stages} to {to or SHIPPED_DIR}")

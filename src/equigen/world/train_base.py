@@ -8,9 +8,11 @@ Stages, each resumable and skipped when its output exists:
    caption to MiniLM token states (``data/latents.safetensors``, ``data/text.safetensors``);
 4. **unet**: UNet2DConditionModel, epsilon prediction on SD's noise schedule, caption dropout for
    classifier-free guidance, min-SNR loss weighting, EMA of the weights;
-5. **recaption** (optional, ``recaption:``): the finished UNet continues on the same images, a
-   share of the draws captioned by a recaption that also names the chosen attributes (the scraped
-   captions name a tone for 20% of the images, too rarely for the model to follow the word);
+5. **recaption** (optional, ``recaption:``, one or more rounds): the finished UNet continues on
+   the same images, a share of the draws captioned by a recaption that also names the chosen
+   attributes (the scraped captions name a tone for 20% of the images, too rarely for the model to
+   follow the word). Each round continues the previous one with its own schedule, so a model can
+   be trained further by appending a round without changing what the earlier rounds were;
 6. **export**: a StableDiffusionPipeline folder (VAE + EMA UNet in fp16, scheduler) in ``pipeline/``.
 
 Every random draw of step ``k`` comes from a generator seeded with (seed, k), so a resumed run
@@ -30,7 +32,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from equigen.config import StrictModel
@@ -82,7 +84,7 @@ class UNetTrainConfig(StrictModel):
 
 
 class RecaptionConfig(StrictModel):
-    """Continue the finished UNet where a share of the draws use a recaption naming ``attributes``.
+    """One round: continue the UNet where a share of the draws use a recaption naming ``attributes``.
 
     Same images; each recaption is drawn from the row's own caption seed with the attributes
     forced (``captions.caption(always_name=...)``): whatever else the scraped caption named it
@@ -107,12 +109,28 @@ class BaseTrainConfig(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     vae: VAETrainConfig = Field(default_factory=VAETrainConfig)
     unet: UNetTrainConfig = Field(default_factory=UNetTrainConfig)
-    recaption: Optional[RecaptionConfig] = None
+    recaption: list[RecaptionConfig] = []  # rounds, each continuing the previous one
+
+    @field_validator("recaption", mode="before")
+    @classmethod
+    def _one_round_or_many(cls, value: Any) -> Any:
+        """``recaption:`` may be one round (a mapping, as configs before rounds had) or a list."""
+        if value is None:
+            return []
+        return [value] if isinstance(value, dict) else value
+
+
+def recaption_stage(round_number: int) -> str:
+    """The stage (folder) name of recaption round 1, 2, ...: ``recaption``, ``recaption-2``, ..."""
+    return "recaption" if round_number == 1 else f"recaption-{round_number}"
 
 
 def step_generator(seed: int, stage: str, step: int) -> torch.Generator:
     """The generator for one step: a function of (seed, stage, step) only, so resume is exact."""
-    salt = {"vae": 1, "unet": 2, "recaption": 3}[stage]
+    if stage.startswith("recaption"):
+        salt = 2 + (int(stage.split("-")[1]) if "-" in stage else 1)
+    else:
+        salt = {"vae": 1, "unet": 2}[stage]
     return torch.Generator().manual_seed((seed * 1_000_003 + salt) * 10_000_019 + step)
 
 
@@ -261,25 +279,24 @@ def encode_captions(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> tuple[t
     return _encoded_texts(cfg.out / "data" / "text.safetensors", [row["text"] for row in rows])
 
 
-def recaption_texts(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> list[str]:
-    """Each row's caption from its own seed with ``cfg.recaption.attributes`` also named."""
+def recaption_texts(cfg: BaseTrainConfig, rows: list[dict[str, Any]],
+                    attributes: list[str]) -> list[str]:
+    """Each row's caption from its own seed with ``attributes`` also named."""
     from equigen.world.captions import caption
     from equigen.world.scene import Scene, load_world
 
-    assert cfg.recaption is not None
     world = load_world()
     rules = world.distribution(cfg.data.distribution).captions
-    always = tuple(cfg.recaption.attributes)
+    always = tuple(attributes)
     return [caption(Scene(r["tone"], r["region"], r["occupation"], r["setting"], r["style"]),
                     r["seed"], rules, world, always_name=always).text for r in rows]
 
 
-def encode_recaptions(cfg: BaseTrainConfig, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_recaptions(cfg: BaseTrainConfig, rows: list[dict[str, Any]],
+                      attributes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Like ``encode_captions`` for the recaptions (cached per attribute list)."""
-    assert cfg.recaption is not None
-    name = "-".join(cfg.recaption.attributes)
-    return _encoded_texts(cfg.out / "data" / f"text-naming-{name}.safetensors",
-                          recaption_texts(cfg, rows))
+    return _encoded_texts(cfg.out / "data" / f"text-naming-{'-'.join(attributes)}.safetensors",
+                          recaption_texts(cfg, rows, attributes))
 
 
 def _encoded_texts(path: Path, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -376,29 +393,32 @@ def _unet_loss(unet, noise_schedule, latents, states, index, u: UNetTrainConfig,
 
 # --------------------------------------------------------------------------------- 5. recaption
 
-def train_recaption(cfg: BaseTrainConfig, latents: torch.Tensor, states: torch.Tensor,
-                    index: torch.Tensor, re_states: torch.Tensor, re_index: torch.Tensor):
-    """Continue the finished UNet (its last weights and EMA) with recaptions; returns the EMA UNet."""
+def train_recaption(cfg: BaseTrainConfig, round_number: int, latents: torch.Tensor,
+                    states: torch.Tensor, index: torch.Tensor, re_states: torch.Tensor,
+                    re_index: torch.Tensor):
+    """Recaption round ``round_number`` (1-based): continue the previous stage's finished UNet (its
+    last weights and EMA) with recaptions; returns the EMA UNet."""
     from diffusers import UNet2DConditionModel
     from diffusers.training_utils import EMAModel
 
-    assert cfg.recaption is not None
-    stage_dir = cfg.out / "recaption"
+    stage = recaption_stage(round_number)
+    stage_dir = cfg.out / stage
     final = stage_dir / "final-ema"
     if (final / "config.json").is_file():
         return UNet2DConditionModel.from_pretrained(final, use_safetensors=True)
-    u, r = cfg.unet, cfg.recaption
-    unet = UNet2DConditionModel.from_pretrained(cfg.out / "unet" / "final-ema", use_safetensors=True)
-    unet.load_state_dict(load_file(cfg.out / "unet" / "checkpoint" / "unet.safetensors"))
-    ema_unet = UNet2DConditionModel.from_pretrained(cfg.out / "unet" / "final-ema",
-                                                    use_safetensors=True)
+    u, r = cfg.unet, cfg.recaption[round_number - 1]
+    source = cfg.out / ("unet" if round_number == 1 else recaption_stage(round_number - 1))
+    unet = UNet2DConditionModel.from_pretrained(source / "final-ema", use_safetensors=True)
+    unet.load_state_dict(load_file(source / "checkpoint" / "unet.safetensors"))
+    ema_unet = UNet2DConditionModel.from_pretrained(source / "final-ema", use_safetensors=True)
     if u.channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=r.lr, weight_decay=u.weight_decay)
     scheduler = _cosine_with_warmup(optimizer, r.warmup_steps, r.steps)
     start = _resume(stage_dir, {"unet": unet, "ema": ema_unet}, optimizer, scheduler)
     ema = EMAModel(ema_unet.parameters(), decay=u.ema_decay)
-    ema.optimization_step = u.steps + start  # the EMA's decay warm-up continues, not restarts
+    # The EMA's decay warm-up continues, not restarts.
+    ema.optimization_step = u.steps + sum(p.steps for p in cfg.recaption[:round_number - 1]) + start
     # One table of states: the scraped captions, then the recaptions.
     all_states = torch.cat([states, re_states])
     shifted = re_index + len(states)
@@ -410,7 +430,7 @@ def train_recaption(cfg: BaseTrainConfig, latents: torch.Tensor, states: torch.T
         return _unet_loss(unet, noise_schedule, latents, all_states, index, u, gen,
                           recaption=(shifted, r.probability))
 
-    _loop(cfg, "recaption", r.steps, start, log, optimizer, scheduler, loss_fn,
+    _loop(cfg, stage, r.steps, start, log, optimizer, scheduler, loss_fn,
           {"unet": unet, "ema": ema_unet}, clip=u.grad_clip, params=unet.parameters,
           after_step=lambda: ema.step(unet.parameters()),
           before_save=lambda: ema.copy_to(ema_unet.parameters()))
@@ -500,11 +520,11 @@ def train_base(cfg: BaseTrainConfig) -> Path:
         t = time.perf_counter()
         unet = train_unet(cfg, latents, states, index)
         timings["unet_s"] = time.perf_counter() - t
-        if cfg.recaption is not None:
+        for number, round_cfg in enumerate(cfg.recaption, start=1):
             t = time.perf_counter()
-            re_states, re_index = encode_recaptions(cfg, rows)
-            unet = train_recaption(cfg, latents, states, index, re_states, re_index)
-            timings["recaption_s"] = time.perf_counter() - t
+            re_states, re_index = encode_recaptions(cfg, rows, round_cfg.attributes)
+            unet = train_recaption(cfg, number, latents, states, index, re_states, re_index)
+            timings[f"{recaption_stage(number).replace('-', '_')}_s"] = time.perf_counter() - t
         out = cfg.out / "pipeline"
         save_pipeline_without_text_encoder(assemble_pipeline(vae, unet), out)
         manifest["results"] = {"pipeline": str(out), **{k: round(v, 1) for k, v in timings.items()}}
@@ -525,13 +545,16 @@ def export_pipeline(run_dir: Path, dest: Path) -> dict[str, Any]:
     cfg = BaseTrainConfig.model_validate(manifest["config"])
     vae = AutoencoderKL.from_pretrained(run_dir / "vae" / "final", use_safetensors=True)
     unet_state = json.loads((run_dir / "unet" / "checkpoint" / "state.json").read_text())
-    recaption_dir = run_dir / "recaption"
-    recaption_state = None
-    if cfg.recaption is not None and (recaption_dir / "checkpoint" / "state.json").is_file():
-        recaption_state = json.loads((recaption_dir / "checkpoint" / "state.json").read_text())
-        unet = _latest_ema(cfg, recaption_dir)
-    else:
-        unet = _latest_ema(cfg, run_dir / "unet")
+    recaption_rounds, latest = [], run_dir / "unet"
+    for number, round_cfg in enumerate(cfg.recaption, start=1):
+        state_path = run_dir / recaption_stage(number) / "checkpoint" / "state.json"
+        if not state_path.is_file():
+            break
+        state = json.loads(state_path.read_text())
+        recaption_rounds.append({"steps": state["step"], "of_planned": round_cfg.steps,
+                                 "train_seconds": state.get("elapsed_s"), "weights": "EMA"})
+        latest = state_path.parent.parent
+    unet = _latest_ema(cfg, latest)
     save_pipeline_without_text_encoder(assemble_pipeline(vae, unet.eval()), dest)
     vae_state = json.loads((run_dir / "vae" / "checkpoint" / "state.json").read_text())
     record = {
@@ -541,9 +564,7 @@ def export_pipeline(run_dir: Path, dest: Path) -> dict[str, Any]:
         "vae": {"steps": vae_state["step"], "train_seconds": vae_state.get("elapsed_s")},
         "unet": {"steps": unet_state["step"], "of_planned": cfg.unet.steps,
                  "train_seconds": unet_state.get("elapsed_s"), "weights": "EMA"},
-        "recaption": None if recaption_state is None else {
-            "steps": recaption_state["step"], "of_planned": cfg.recaption.steps,
-            "train_seconds": recaption_state.get("elapsed_s"), "weights": "EMA"},
+        "recaption": recaption_rounds,  # one record per round reached
         "corpus_images": cfg.data.n_images,
         "config": manifest["config"],
     }
