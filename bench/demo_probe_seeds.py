@@ -42,9 +42,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", type=Path, default=Path("runs/demo"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--work", type=Path, default=Path("runs/bench-demo-seeds"))
+    parser.add_argument("--work", type=Path, default=None,
+                        help="default: DEMO/probe-seeds, so `equigen demo --fresh` removes runs "
+                             "trained on the previous demo's data along with that data")
     parser.add_argument("--out", type=Path, default=Path("bench/results/demo_probe_seeds.json"))
     args = parser.parse_args()
+    args.work = args.work or args.demo / "probe-seeds"
     results = {method: {"0 (the demo's)": probe_accuracy(args.demo / method)} for method in RUNS}
     for seed in args.seeds:
         for method in RUNS:

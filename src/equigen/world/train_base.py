@@ -547,13 +547,13 @@ def export_pipeline(run_dir: Path, dest: Path) -> dict[str, Any]:
     unet_state = json.loads((run_dir / "unet" / "checkpoint" / "state.json").read_text())
     recaption_rounds, latest = [], run_dir / "unet"
     for number, round_cfg in enumerate(cfg.recaption, start=1):
-        state_path = run_dir / recaption_stage(number) / "checkpoint" / "state.json"
-        if not state_path.is_file():
-            break
-        state = json.loads(state_path.read_text())
+        stage_dir = run_dir / recaption_stage(number)
+        if not (stage_dir / "checkpoint" / "state.json").is_file():
+            break  # rounds run in order: none after this one has started
+        state = json.loads((stage_dir / "checkpoint" / "state.json").read_text())
         recaption_rounds.append({"steps": state["step"], "of_planned": round_cfg.steps,
                                  "train_seconds": state.get("elapsed_s"), "weights": "EMA"})
-        latest = state_path.parent.parent
+        latest = stage_dir
     unet = _latest_ema(cfg, latest)
     save_pipeline_without_text_encoder(assemble_pipeline(vae, unet.eval()), dest)
     vae_state = json.loads((run_dir / "vae" / "checkpoint" / "state.json").read_text())
