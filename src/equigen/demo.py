@@ -28,6 +28,7 @@ from rich.table import Table
 from equigen.audit.metrics import wilson_interval
 from equigen.config import StrictModel, load_config
 from equigen.manifest import run_manifest
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.utils.console import info, output
 from equigen.utils.io import write_json_atomic
 
@@ -61,8 +62,8 @@ class DemoConfig(StrictModel):
     synth_m: int = 4
     stablerep_steps: int = 150
     probe_rows: int = 1500
-    steps: int = 25
-    guidance_scale: float = 4.0
+    steps: int = DEFAULT_STEPS
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
 
 
 # ---------------------------------------------------------------------------------- stages

@@ -24,6 +24,7 @@ from equigen.audit.prompts import Prompt, PromptSet, load_prompt_set, prompt_see
 from equigen.audit.results import compute_results
 from equigen.config import StrictModel
 from equigen.manifest import run_manifest
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import atomic_path, write_csv_atomic, write_json_atomic
 
@@ -40,8 +41,8 @@ class AuditConfig(StrictModel):
     n: int = 100  # images per prompt
     out: Path = Path("runs/audit")
     seed: int = 0
-    guidance_scale: float = 4.0
-    steps: int = 25
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    steps: int = DEFAULT_STEPS
     batch_size: int = 16
     abstain_below: Optional[float] = None  # label an image "abstained" under this confidence
     n_boot: int = 1000

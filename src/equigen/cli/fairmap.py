@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from equigen.cli.common import ConfigOption, SetOption, example, resolve_config, state
+from equigen.models.defaults import DEFAULT_STEPS
 from equigen.utils.console import output
 
 app = typer.Typer(help="Fair Mapping: debias a frozen model with a small map on its prompt "
@@ -57,7 +58,7 @@ def sweep(
                                    "interval needs a spread).")] = 40,
     n_fidelity: Annotated[int, typer.Option(min=1, help="Images per fidelity prompt.")] = 4,
     sample_steps: Annotated[int, typer.Option(min=1, help="Sampler steps of the audits' "
-                                              "generations.")] = 25,
+                                              "generations.")] = DEFAULT_STEPS,
     annotator: Annotated[str, typer.Option(help="Annotator for the audits.")] = "oracle",
     out: Annotated[Path, typer.Option(help="Sweep folder (resumes if it exists).")] = Path(
         "runs/fairmap-sweep"),

@@ -16,6 +16,7 @@ from equigen.cli.common import (
     resolve_config,
     state,
 )
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.utils.console import output
 
 app = typer.Typer(help="SCoFT: self-contrastive LoRA fine-tuning on a small curated set.",
@@ -91,8 +92,8 @@ def memorization(
                                           "perceptual extractor NAME:WEIGHTS of the SCoFT "
                                           "registry.")] = "oracle",
     seed: Annotated[int, typer.Option(help="Seed of the generations.")] = 0,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 4.0,
-    sample_steps: Annotated[int, typer.Option(min=1, help="Sampler steps.")] = 25,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = DEFAULT_GUIDANCE_SCALE,
+    sample_steps: Annotated[int, typer.Option(min=1, help="Sampler steps.")] = DEFAULT_STEPS,
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
 ) -> None:
     """Does the fine-tuned model copy its curated images? One generation per training caption,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 import torch
 from PIL import Image
 
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.utils.console import make_progress
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ def generate_images(
     prompts: Sequence[str],
     seeds: Sequence[int],
     *,
-    guidance_scale: float = 4.0,
-    steps: int = 25,
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+    steps: int = DEFAULT_STEPS,
     batch_size: int = 16,
     size: int | None = None,
     description: str = "generating",

@@ -17,6 +17,7 @@ from equigen.config import StrictModel
 from equigen.methods.fairmap.mapping import CONFIG, WEIGHTS
 from equigen.methods.fairmap.prompts import FairMapConfig
 from equigen.methods.fairmap.train import train_fairmap
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE
 from equigen.utils.console import info
 from equigen.utils.io import write_json_atomic
 
@@ -28,7 +29,7 @@ class SweepPlan(StrictModel):
     n: int = Field(40, ge=2)  # images per fairness prompt
     n_fidelity: int = Field(4, ge=1)  # images per fidelity prompt (there are many prompts)
     annotator: str = "oracle"
-    guidance_scale: float = 4.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     steps: int = Field(25, ge=1)  # sampling steps
     out: Path = Path("runs/fairmap-sweep")
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from equigen.audit.quality import nearest_similarity
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 
 
 def near_copy_threshold(same_scene_similarities: np.ndarray, quantile: float = 0.95) -> float:
@@ -67,8 +68,9 @@ def world_same_scene_similarities(records, features, seed_offset: int = 7_919) -
     return paired_similarity(np.asarray(features(originals)), np.asarray(features(again)))
 
 
-def training_caption_images(pipe, records, seed: int = 0, guidance_scale: float = 4.0,
-                            steps: int = 25, batch_size: int = 40) -> np.ndarray:
+def training_caption_images(pipe, records, seed: int = 0,
+                            guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+                            steps: int = DEFAULT_STEPS, batch_size: int = 40) -> np.ndarray:
     """One generation per training caption (image ``image_seed(seed, i, 0)`` of row i), uint8."""
     from equigen.models.generate import generate_images, image_seed
 

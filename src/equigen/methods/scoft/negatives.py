@@ -19,6 +19,7 @@ from pydantic import Field
 from equigen.config import StrictModel
 from equigen.data.captioned import load_records, write_records
 from equigen.errors import EquigenError
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import atomic_path, write_json_atomic
 
@@ -31,7 +32,7 @@ class NegativesConfig(StrictModel):
     model: str = "mini-world"
     k: int = Field(4, ge=1)  # negatives per caption
     cultures: Optional[list[str]] = None  # only rows of these cultures (default: every row)
-    guidance_scale: float = 4.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     steps: int = Field(25, ge=1)
     seed: int = 0
     batch_size: int = Field(16, ge=1)

@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 
 from equigen.config import StrictModel
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE
 from equigen.utils.console import info
 
 PRIOR_LATENTS = "prior-latents.safetensors"
@@ -30,7 +31,7 @@ PRIOR_LATENTS = "prior-latents.safetensors"
 class PriorPreservation(StrictModel):
     captions: Path  # captions file (.txt / .jsonl / .csv, as for `equigen synth`)
     images_per_caption: int = Field(4, ge=1)
-    guidance_scale: float = 4.0
+    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     steps: int = Field(25, ge=1)  # sampling steps of the base model's drawings
     batch_size: int = Field(16, ge=1)
 
