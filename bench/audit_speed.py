@@ -22,6 +22,7 @@ import torch
 from equigen.audit.prompts import load_prompt_set, prompt_seed
 from equigen.audit.run import AuditConfig, run_audit
 from equigen.models import load_pipeline
+from equigen.models.defaults import DEFAULT_STEPS
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--prompts", default="configs/prompts/mini-world-occupations.yaml")
     parser.add_argument("--n", type=int, default=32, help="images per prompt")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/audit_speed.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -31,6 +31,7 @@ from equigen.audit.run import AuditConfig, image_path, run_audit
 from equigen.config import load_config
 from equigen.methods.fairmap import FairMapConfig, FairMapping, train_fairmap
 from equigen.models import load_pipeline
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE
 from equigen.models.generate import generate_images
 from equigen.world.distributions import sample_rows
 from equigen.world.oracle import OracleAnnotator
@@ -101,7 +102,7 @@ def main() -> None:
     parser.add_argument("--n-occupations", type=int, default=60)
     parser.add_argument("--n-fidelity", type=int, default=8)
     parser.add_argument("--n-named", type=int, default=2)
-    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE)
     parser.add_argument("--out", type=Path, default=Path("bench/results/fairmap.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -23,6 +23,7 @@ from PIL import Image
 from equigen.audit.annotators import images_to_tensor
 from equigen.audit.metrics import bootstrap_interval, distribution, expected_tv_noise, total_variation
 from equigen.models import load_pipeline
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.models.generate import generate_images, image_seed
 from equigen.world.distributions import declared, sample_rows
 from equigen.world.oracle import OracleAnnotator, labels_of
@@ -154,8 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mini-world")
     parser.add_argument("--oracle", default=None, help="oracle folder (default: shipped)")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=4.0, help="the default guidance scale")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE_SCALE,
+                        help="the default guidance scale")
     parser.add_argument("--n-per-occupation", type=int, default=200)
     parser.add_argument("--n-curve", type=int, default=100,
                         help="per occupation, for the guidance scales other than the default")
