@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from equigen.audit.metrics import bootstrap_interval, distribution, expected_tv_noise, total_variation
+from equigen.audit.metrics import (
+    bootstrap_interval,
+    distribution,
+    expected_tv_noise,
+    guidance_tilt,
+    total_variation,
+)
 
 
 def test_distribution_counts_every_group():
@@ -152,3 +158,15 @@ def test_wilson_interval_hand_computed():
     assert (p, low) == (0.0, 0.0) and high == pytest.approx(3.8415 / 123.8415, abs=1e-4)
     with pytest.raises(ValueError):
         wilson_interval(0, 0)
+
+
+def test_guidance_tilt_hand_computed():
+    # p = (0.6, 0.4), marginal (0.5, 0.5), w = 2: p^2 m^-1 = (0.72, 0.32) -> (0.6923, 0.3077)
+    assert guidance_tilt([0.6, 0.4], [0.5, 0.5], 2.0) == pytest.approx([0.72 / 1.04, 0.32 / 1.04])
+    # w = 1 is the conditional itself; a group the prompt never shows stays at zero
+    assert guidance_tilt([0.7, 0.3, 0.0], [0.2, 0.3, 0.5], 1.0) == pytest.approx([0.7, 0.3, 0.0])
+    assert guidance_tilt([0.7, 0.3, 0.0], [0.2, 0.3, 0.5], 4.0)[2] == 0.0
+    # when the prompt matches the marginal, guidance changes nothing
+    assert guidance_tilt([0.2, 0.3, 0.5], [0.2, 0.3, 0.5], 7.5) == pytest.approx([0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="marginal must be positive"):
+        guidance_tilt([0.5, 0.5], [1.0, 0.0], 2.0)

@@ -169,6 +169,23 @@ def sampling_floor(metric: Metric, target: np.ndarray, n: int, draws: int = 1000
     return float(np.mean([metric(rng.multinomial(n, target) / n, target) for _ in range(draws)]))
 
 
+def guidance_tilt(conditional: np.ndarray, marginal: np.ndarray, scale: float) -> np.ndarray:
+    """What classifier-free guidance at ``scale`` w does to a group distribution, for a perfect model:
+    p_w(k) = p(k|c)^w p(k)^(1-w) / Z, since guided sampling draws from p(x|c)^w p(x)^(1-w) / Z.
+
+    ``conditional`` is p(group | prompt) in the training data, ``marginal`` p(group) over all of it
+    (what the unconditional branch learned). w = 1 returns ``conditional``; w > 1 sharpens it toward
+    the groups over-represented for this prompt, so even a faithful model drifts from its data.
+    """
+    p, m = np.asarray(conditional, float), np.asarray(marginal, float)
+    if p.shape != m.shape:
+        raise ValueError(f"conditional {p.shape} and marginal {m.shape} must have the same shape")
+    if np.any(m[p > 0] <= 0):
+        raise ValueError("the marginal must be positive wherever the conditional is")
+    tilted = np.where(p > 0, p ** scale * np.where(m > 0, m, 1.0) ** (1.0 - scale), 0.0)
+    return tilted / tilted.sum()
+
+
 def expected_tv_noise(p: np.ndarray, n: int) -> float:
     """E[TV(p_hat, p)] for p_hat the shares of n draws from p (normal approximation):
     1/2 sum_k sqrt(2 p_k (1 - p_k) / (pi n)). Below this, a TV says nothing."""
