@@ -124,6 +124,7 @@ def stereotype_rates(pipe, oracle, args) -> dict:
     world = load_world()
     web = declared("web")
     style_index = oracle.groups["style"].index("stereotyped")
+    marginal = float(web.region @ web.stereotyped_given_region)  # the unconditional branch's share
     out = {}
     for r, region in enumerate(world.regions):
         n = args.n_per_region
@@ -132,8 +133,10 @@ def stereotype_rates(pipe, oracle, args) -> dict:
                                  guidance_scale=args.guidance, steps=args.steps,
                                  batch_size=args.batch_size, description=f"region {region}")
         stereotyped = (oracle.predict_proba(images)["style"].argmax(-1) == style_index).numpy()
+        share = float(web.stereotyped_given_region[web.regions.index(region)])
+        perfect = guidance_tilt([share, 1 - share], [marginal, 1 - marginal], args.guidance)[0]
         out[region] = {"generated": bootstrap_interval(stereotyped.astype(float), np.mean),
-                       "web": float(web.stereotyped_given_region[web.regions.index(region)])}
+                       "web": share, "perfect_model": round(float(perfect), 4)}
     return out
 
 
@@ -209,7 +212,9 @@ def main() -> None:
                   f"{v['web_tv_to_uniform']:.2f}, generated's {v['tv_to_uniform'][0]:.2f})")
     results["stereotyped"] = stereotype_rates(pipe, oracle, args)
     print("stereotyped share per region (generated vs web):",
-          {r: (round(v["generated"][0], 3), v["web"]) for r, v in results["stereotyped"].items()})
+          {r: (round(v["generated"][0], 3), v["web"]) for r, v in results["stereotyped"].items()},
+          "; a perfect model of web under this guidance:",
+          {r: v["perfect_model"] for r, v in results["stereotyped"].items()})
     results["fid"] = fid(oracle, default_images, min(1000, len(default_images)))
     print("FID (oracle features):", results["fid"])
     results["speed"] = speed(pipe, args)
