@@ -8,7 +8,9 @@
    on `web`.
 2. With --audit RUN (an `equigen audit` of the base model over the neutral occupation prompts):
    whether each occupation's tone FD interval contains the FD of the `web` distribution that the
-   model was trained on.
+   model was trained on, and the FD a perfect model of `web` has under the audit's guidance scale
+   (guidance tilts every skew: ``equigen.audit.metrics.guidance_tilt``), so that a miss can be
+   told apart: the model's own error, or guidance doing what it always does.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from equigen.audit.metrics import METRICS, metric_interval, sampling_floor, uniform
+from equigen.audit.metrics import METRICS, guidance_tilt, metric_interval, sampling_floor, uniform
 from equigen.world.distributions import declared, sample_rows
 from equigen.world.oracle import OracleAnnotator
 from equigen.world.render import render
@@ -63,17 +63,25 @@ def main() -> None:
         result["renders"][name] = per
     if args.audit:
         results = json.loads((args.audit / "results.json").read_text())
+        guidance = float(results["config"]["guidance_scale"])
+        marginal = web.occupation @ web.tone_given_occupation  # the unconditional branch's tones
         result["audit"] = {}
+        result["audit_guidance_scale"] = guidance
         for prompt in results["prompts"]:
             occupation = prompt["slots"].get("occupation")
             if occupation is None or "tone" not in prompt["attributes"]:
                 continue
             interval = prompt["attributes"]["tone"]["fd"]
-            truth = fd(web.tone_given_occupation[web.occupations.index(occupation)], uniform(k))
+            skew = web.tone_given_occupation[web.occupations.index(occupation)]
+            truth = fd(skew, uniform(k))
+            perfect = fd(guidance_tilt(skew, marginal, guidance), uniform(k))
             inside = interval[1] <= truth <= interval[2]
-            result["audit"][occupation] = {"fd": interval, "web_fd": truth, "contains": inside}
+            result["audit"][occupation] = {"fd": interval, "web_fd": truth, "contains": inside,
+                                           "perfect_model_fd": perfect,
+                                           "contains_perfect": interval[1] <= perfect <= interval[2]}
             print(f"audit    {occupation:8s} FD {interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
-                  f"  web FD {truth:.3f}  interval contains it: {inside}")
+                  f"  web FD {truth:.3f}  interval contains it: {inside}"
+                  f"  (a perfect model at w={guidance:g}: {perfect:.3f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
