@@ -171,7 +171,8 @@ def sampling_floor(metric: Metric, target: np.ndarray, n: int, draws: int = 1000
 
 def guidance_tilt(conditional: np.ndarray, marginal: np.ndarray, scale: float) -> np.ndarray:
     """What classifier-free guidance at ``scale`` w does to a group distribution, for a perfect model:
-    p_w(k) = p(k|c)^w p(k)^(1-w) / Z, since guided sampling draws from p(x|c)^w p(x)^(1-w) / Z.
+    p_w(k) = p(k|c)^w p(k)^(1-w) / Z, the group shares of p(x|c)^w p(x)^(1-w) / Z, the
+    distribution guidance aims at (guiding the score at every noise level only approximates it).
 
     ``conditional`` is p(group | prompt) in the training data, ``marginal`` p(group) over all of it
     (what the unconditional branch learned). w = 1 returns ``conditional``; w > 1 sharpens it toward
