@@ -64,7 +64,7 @@ def main() -> None:
     if args.audit:
         results = json.loads((args.audit / "results.json").read_text())
         guidance = float(results["config"]["guidance_scale"])
-        marginal = web.occupation @ web.tone_given_occupation  # the unconditional branch's tones
+        marginal = web.tone  # the unconditional branch's tones
         result["audit"] = {}
         result["audit_guidance_scale"] = guidance
         for prompt in results["prompts"]:

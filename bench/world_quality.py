@@ -94,8 +94,7 @@ def tone_bias(pipe, oracle, args, guidance: float, n: int) -> dict:
     world = load_world()
     web = declared("web")
     k = len(world.tones)
-    # what the unconditional branch learned (caption dropout): tone over the whole corpus
-    marginal = web.occupation @ web.tone_given_occupation
+    marginal = web.tone  # what the unconditional branch learned (caption dropout)
     result = {}
     all_images = []
     for o, occupation in enumerate(world.occupations):
@@ -124,7 +123,7 @@ def stereotype_rates(pipe, oracle, args) -> dict:
     world = load_world()
     web = declared("web")
     style_index = oracle.groups["style"].index("stereotyped")
-    marginal = float(web.region @ web.stereotyped_given_region)  # the unconditional branch's share
+    marginal = web.stereotyped  # the unconditional branch's share
     out = {}
     for r, region in enumerate(world.regions):
         n = args.n_per_region

@@ -33,6 +33,16 @@ class Declared:
     per_region: int | None
     test_fraction: float | None
 
+    @property
+    def tone(self) -> np.ndarray:
+        """P(tone) over the whole distribution (a guided model's unconditional branch)."""
+        return self.occupation @ self.tone_given_occupation
+
+    @property
+    def stereotyped(self) -> float:
+        """P(style = stereotyped) over the whole distribution."""
+        return float(self.region @ self.stereotyped_given_region)
+
 
 def declared(name: str, world: WorldSpec | None = None) -> Declared:
     """The probabilities the distribution ``name`` declares."""
