@@ -10,7 +10,9 @@
    whether each occupation's tone FD interval contains the FD of the `web` distribution that the
    model was trained on, and the FD a perfect model of `web` has under the audit's guidance scale
    (guidance tilts every skew: ``equigen.audit.metrics.guidance_tilt``), so that a miss can be
-   told apart: the model's own error, or guidance doing what it always does.
+   told apart: the model's own error, or guidance doing what it always does. The same for the
+   figure the audit reports for the whole prompt set (its summary: FD averaged over prompts).
+   At w = 1 (no guidance) a perfect model samples `web` itself, so there the two coincide.
 """
 
 from __future__ import annotations
@@ -82,6 +84,18 @@ def main() -> None:
             print(f"audit    {occupation:8s} FD {interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
                   f"  web FD {truth:.3f}  interval contains it: {inside}"
                   f"  (a perfect model at w={guidance:g}: {perfect:.3f})")
+        # what the audit reports as the prompt set's tone FD: the mean over the neutral prompts
+        per = result["audit"].values()
+        interval = results["summary"]["fairness"]["tone"]["fd"]
+        truth = sum(v["web_fd"] for v in per) / len(per)
+        perfect = sum(v["perfect_model_fd"] for v in per) / len(per)
+        inside = interval[1] <= truth <= interval[2]
+        result["audit_mean"] = {"fd": interval, "web_fd": truth, "contains": inside,
+                                "perfect_model_fd": perfect,
+                                "contains_perfect": interval[1] <= perfect <= interval[2]}
+        print(f"audit    {'mean':8s} FD {interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
+              f"  web FD {truth:.3f}  interval contains it: {inside}"
+              f"  (a perfect model at w={guidance:g}: {perfect:.3f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
