@@ -109,6 +109,29 @@ def test_intersections_make_joint_groups():
     assert len(prompts.variants["genderxtone"][0]) == 8
 
 
+def test_reference_variants_are_the_first_templates_of_each_concept():
+    prompts = build_prompts(config())
+    assert prompts.concepts == ["doctor", "engineer", "doctor", "engineer"]
+    references = prompts.reference_variants("tone")
+    assert references[2] == references[0] == prompts.variants["tone"][0]
+    assert references[3][3] == "a photo of a dark-skinned engineer"
+
+
+def test_group_distance_is_zero_for_a_group_prompt_and_grows_with_the_change(tiny_pipe):
+    cfg = config(distance="denoiser", noisy_latents="group", latent_pool=1)
+    prompts = build_prompts(cfg)
+    encoded = EncodedPrompts.of(tiny_pipe, prompts)
+    distance = FairDistance(cfg, tiny_pipe, prompts)
+    groups = encoded.variants["tone"][:1]  # (1, K, L, D)
+    references = prompts.reference_variants("tone")[:1]
+    same = distance(groups[:, 2], groups, torch.Generator().manual_seed(0), references)
+    assert same[0, 2].item() == pytest.approx(0.0, abs=1e-8)  # mapped == group 2's prompt
+    assert (same[0, [0, 1, 3]] > 0).all()
+    nearer = distance(0.9 * groups[:, 2] + 0.1 * groups[:, 0], groups,
+                      torch.Generator().manual_seed(0), references)
+    assert nearer[0, 0] < same[0, 0] and nearer[0, 2] > 0  # same noise, t and latents: comparable
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="needs both"):
         config(templates=["a photo of a {concept}"])
@@ -125,6 +148,8 @@ def tiny_pipe(tiny_model):
 
 @pytest.mark.parametrize("overrides", [{"distance": "denoiser"}, {"distance": "embedding"},
                                        {"distance": "denoiser", "noisy_latents": "generated",
+                                        "latent_pool": 1, "timesteps": (0.0, 1.0)},
+                                       {"distance": "denoiser", "noisy_latents": "group",
                                         "latent_pool": 1, "timesteps": (0.0, 1.0)}])
 def test_gradient_reaches_only_the_map(tiny_pipe, overrides):
     cfg = config(**overrides)
@@ -138,6 +163,10 @@ def test_gradient_reaches_only_the_map(tiny_pipe, overrides):
         assert distance.pool.shape == (2 * 4, 4, 8, 8)
     losses = fairmap_losses(fairmap, distance, encoded, torch.arange(4), 1.0,
                             torch.Generator().manual_seed(0))
+    if cfg.noisy_latents == "group":  # latents drawn once per reference prompt, on first need
+        assert sorted(distance.pools_by_text) == sorted(t for row in prompts.variants["tone"][:2]
+                                                        for t in row)
+        assert all(pool.shape == (1, 4, 8, 8) for pool in distance.pools_by_text.values())
     losses["loss"].backward()
     assert fairmap.linear.weight.grad is not None and fairmap.linear.weight.grad.abs().sum() > 0
     frozen = itertools.chain(tiny_pipe.unet.parameters(), tiny_pipe.text_encoder.parameters(),

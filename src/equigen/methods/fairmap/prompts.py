@@ -43,11 +43,14 @@ class FairMapConfig(StrictModel):
     distance: Literal["embedding", "denoiser"] = "denoiser"
     embedding_distance: EmbeddingDistance = "l2"
     timesteps: tuple[float, float] = (0.6, 1.0)  # denoiser distance: t range, fractions of T
-    # denoiser distance, what is noised: "noise" (pure Gaussian x_t, right only at high t) or
+    # denoiser distance, what is noised: "noise" (pure Gaussian x_t, right only at high t);
     # "generated" (latents the frozen model draws for every group variant, balanced over groups,
-    # noised to t: on-distribution at every t)
-    noisy_latents: Literal["noise", "generated"] = "noise"
-    latent_pool: int = Field(4, ge=1)  # "generated": latents per (concept, group)
+    # noised to t: on-distribution at every t); "group" (d_j on latents drawn for group j's own
+    # prompt: d_j then estimates how badly the mapped prompt explains group j's images, the
+    # diffusion bound on KL(p_j || p_mapped), so equal distances mean every group is covered
+    # equally, which stays well-posed when the groups lie on a line, as skin tones do)
+    noisy_latents: Literal["noise", "generated", "group"] = "noise"
+    latent_pool: int = Field(4, ge=1)  # "generated" / "group": latents per (concept, group)
     steps: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -88,6 +91,13 @@ class PromptTriples:
     neutral: list[str]
     variants: dict[str, list[list[str]]]  # attribute -> [prompt][group] text
     groups: dict[str, list[str]]  # attribute -> group names, in variant order
+    concepts: list[str]  # the concept of each neutral prompt
+
+    def reference_variants(self, name: str) -> list[list[str]]:
+        """Per neutral prompt, the group variants of its concept under the first template: the
+        prompts whose generations stand for each group of that concept."""
+        first = {c: i for i, c in reversed(list(enumerate(self.concepts)))}
+        return [self.variants[name][first[c]] for c in self.concepts]
 
 
 def fix_articles(text: str) -> str:
@@ -106,12 +116,15 @@ def build_prompts(cfg: FairMapConfig, concepts: list[str] | None = None) -> Prom
         attribute_groups["x".join(combo)] = [
             (" & ".join(g for g, _ in parts), " ".join(w for _, w in parts)) for parts in joint]
     neutral: list[str] = []
+    of_concept: list[str] = []
     variants: dict[str, list[list[str]]] = {name: [] for name in attribute_groups}
     for template, concept in itertools.product(cfg.templates, concepts):
         neutral.append(fix_articles(template.format(group="", concept=concept)))
+        of_concept.append(concept)
         for name, groups in attribute_groups.items():
             variants[name].append([fix_articles(template.format(group=words, concept=concept))
                                    for _, words in groups])
     return PromptTriples(neutral, variants,
-                         {name: [g for g, _ in groups] for name, groups in attribute_groups.items()})
+                         {name: [g for g, _ in groups] for name, groups in attribute_groups.items()},
+                         of_concept)
 

@@ -9,6 +9,7 @@ frozen denoiser's noise predictions on the same noisy latents (what the generato
 from __future__ import annotations
 
 import time
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -18,6 +19,7 @@ from equigen.manifest import run_manifest
 from equigen.methods.fairmap.losses import embedding_distance, fair_distance_penalty, text_consistency
 from equigen.methods.fairmap.mapping import FairMap, FairMapping, text_width
 from equigen.methods.fairmap.prompts import FairMapConfig, PromptTriples, build_prompts
+from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import write_csv_atomic
 
@@ -39,6 +41,7 @@ def encode_texts(pipe: "DiffusionPipeline", texts: Sequence[str], batch_size: in
 class EncodedPrompts:
     neutral: torch.Tensor  # (N, L, D)
     variants: dict[str, torch.Tensor]  # attribute -> (N, K, L, D)
+    references: dict[str, list[list[str]]]  # attribute -> [prompt][group]: PromptTriples.reference_variants
 
     @classmethod
     def of(cls, pipe: "DiffusionPipeline", prompts: PromptTriples) -> "EncodedPrompts":
@@ -47,21 +50,28 @@ class EncodedPrompts:
             k = len(rows[0])
             flat = encode_texts(pipe, [t for row in rows for t in row])
             variants[name] = flat.view(len(rows), k, *flat.shape[1:])
-        return cls(encode_texts(pipe, prompts.neutral), variants)
+        references = {name: prompts.reference_variants(name) for name in prompts.variants}
+        return cls(encode_texts(pipe, prompts.neutral), variants, references)
 
 
 @torch.no_grad()
+def draw_latents(pipe: "DiffusionPipeline", texts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
+    """Clean latents the frozen model draws for ``texts``, one seed each (20 steps, the default
+    guidance)."""
+    out = []
+    for s in range(0, len(texts), 16):
+        generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds[s : s + 16]]
+        out.append(pipe(list(texts[s : s + 16]), output_type="latent", num_inference_steps=20,
+                        guidance_scale=DEFAULT_GUIDANCE_SCALE, generator=generators).images.float().cpu())
+    return torch.cat(out)
+
+
 def group_latents(pipe: "DiffusionPipeline", prompts: PromptTriples, cfg: FairMapConfig) -> torch.Tensor:
     """Latents the frozen model draws for each concept's group variants (first template),
     ``latent_pool`` per (concept, group): a pool balanced over the groups by construction."""
     texts = [t for rows in prompts.variants.values() for row in rows[: len(cfg.concepts)]
              for t in row for _ in range(cfg.latent_pool)]
-    generator = torch.Generator().manual_seed(cfg.seed)
-    out = []
-    for s in range(0, len(texts), 16):
-        out.append(pipe(texts[s : s + 16], output_type="latent", num_inference_steps=20,
-                        generator=generator).images.float().cpu())
-    return torch.cat(out)
+    return draw_latents(pipe, texts, [cfg.seed * 100_003 + i for i in range(len(texts))])
 
 
 class FairDistance:
@@ -70,50 +80,93 @@ class FairDistance:
     def __init__(self, cfg: FairMapConfig, pipe: "DiffusionPipeline",
                  prompts: PromptTriples | None = None):
         self.cfg = cfg
+        self.pipe = pipe
         self.unet = pipe.unet if cfg.distance == "denoiser" else None
         self.pool: torch.Tensor | None = None
+        self.pools_by_text: dict[str, torch.Tensor] = {}  # "group": latents drawn for one prompt
         if self.unet is not None:
             self.unet.requires_grad_(False).eval()
             self.num_timesteps = int(pipe.scheduler.config.num_train_timesteps)
             self.noise_sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-            if cfg.noisy_latents == "generated":
-                if prompts is None:
-                    raise ValueError("noisy_latents: generated needs the training prompts")
+            if cfg.noisy_latents != "noise":
                 from diffusers import DDPMScheduler
 
                 self.noising = DDPMScheduler.from_config(pipe.scheduler.config)
+            if cfg.noisy_latents == "generated":
+                if prompts is None:
+                    raise ValueError("noisy_latents: generated needs the training prompts")
                 self.pool = group_latents(pipe, prompts, cfg)
 
-    def __call__(self, mapped: torch.Tensor, groups: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, mapped: torch.Tensor, groups: torch.Tensor, generator: torch.Generator,
+                 references: Sequence[Sequence[str]] | None = None) -> torch.Tensor:
+        """``references`` (B x K prompts whose generations stand for each group) is needed by
+        ``noisy_latents: group`` only."""
         if self.unet is None:
             return embedding_distance(mapped, groups, self.cfg.embedding_distance)
+        if self.cfg.noisy_latents == "group":
+            if references is None:
+                raise ValueError("noisy_latents: group needs each row's reference prompts")
+            return self._group_distance(mapped, groups, generator, references)
         return self._denoiser_distance(mapped, groups, generator)
 
-    def _denoiser_distance(self, mapped: torch.Tensor, groups: torch.Tensor,
-                           generator: torch.Generator) -> torch.Tensor:
-        """||eps(x_t, t, v') - eps(x_t, t, v_j)|| at high noise, where x_t is close to N(0, I)
-        whatever the image, so no training images are needed."""
-        b, k = groups.shape[:2]
+    def _noise_and_timesteps(self, b: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.unet.config
         noise = torch.randn(b, config.in_channels, config.sample_size, config.sample_size,
                             generator=generator)
         lo, hi = self.cfg.timesteps
         t = torch.randint(int(lo * (self.num_timesteps - 1)), int(hi * (self.num_timesteps - 1)) + 1,
                           (b,), generator=generator)
+        return noise, t
+
+    def _predictions(self, latents: torch.Tensor, t: torch.Tensor, mapped: torch.Tensor,
+                     groups: torch.Tensor) -> torch.Tensor:
+        """eps(x, t, v') - eps(x, t, v_j) for (B*K) latents: mapped (B*K, L, D) with gradient,
+        groups (B*K, L, D) without -> (B*K,) norms."""
+        device, dtype = mapped.device, self.unet.dtype
+        latents, t = latents.to(device, dtype), t.to(device)
+        eps_mapped = self.unet(latents, t, encoder_hidden_states=mapped.to(dtype)).sample
+        with torch.no_grad():
+            eps_groups = self.unet(latents, t, encoder_hidden_states=groups.to(dtype)).sample
+        return (eps_mapped - eps_groups).float().flatten(1).norm(dim=-1)
+
+    def _denoiser_distance(self, mapped: torch.Tensor, groups: torch.Tensor,
+                           generator: torch.Generator) -> torch.Tensor:
+        """||eps(x_t, t, v') - eps(x_t, t, v_j)|| on one x_t per row, shared by its K groups:
+        pure noise (close to any image's x_t at high t) or a noised latent from the pool."""
+        b, k = groups.shape[:2]
+        noise, t = self._noise_and_timesteps(b, generator)
         if self.pool is None:
             latents = noise * self.noise_sigma
         else:
             clean = self.pool[torch.randint(len(self.pool), (b,), generator=generator)]
             latents = self.noising.add_noise(clean, noise, t)
-        device, dtype = mapped.device, self.unet.dtype
-        latents, t = latents.to(device, dtype), t.to(device)
-        eps_mapped = self.unet(latents, t, encoder_hidden_states=mapped.to(dtype)).sample
-        with torch.no_grad():
-            eps_groups = self.unet(latents.repeat_interleave(k, 0), t.repeat_interleave(k, 0),
-                                   encoder_hidden_states=groups.flatten(0, 1).to(dtype)).sample
-        diff = eps_mapped.unsqueeze(1) - eps_groups.view(b, k, *eps_groups.shape[1:])
-        return diff.float().flatten(2).norm(dim=-1)
+        return self._predictions(latents.repeat_interleave(k, 0), t.repeat_interleave(k, 0),
+                                 mapped.repeat_interleave(k, 0), groups.flatten(0, 1)).view(b, k)
+
+    def _group_distance(self, mapped: torch.Tensor, groups: torch.Tensor, generator: torch.Generator,
+                        references: Sequence[Sequence[str]]) -> torch.Tensor:
+        """d_j = ||eps(x_t, t, v') - eps(x_t, t, v_j)||^2 with x_t noised from a latent drawn for
+        group j's prompt, the same noise and t for all j of a row (so the groups differ only in
+        their images): in expectation over t, the diffusion bound on KL(p_j || p_mapped)."""
+        b, k = groups.shape[:2]
+        self._draw_missing([text for row in references for text in row])
+        clean = torch.stack([
+            self.pools_by_text[text][torch.randint(self.cfg.latent_pool, (), generator=generator)]
+            for row in references for text in row])  # (B*K, C, H, W)
+        noise, t = self._noise_and_timesteps(b, generator)
+        noise, t = noise.repeat_interleave(k, 0), t.repeat_interleave(k, 0)
+        latents = self.noising.add_noise(clean, noise, t)
+        return self._predictions(latents, t, mapped.repeat_interleave(k, 0),
+                                 groups.flatten(0, 1)).view(b, k).pow(2)
+
+    def _draw_missing(self, texts: Sequence[str]) -> None:
+        missing = sorted(set(texts) - set(self.pools_by_text))
+        if missing:
+            pool = self.cfg.latent_pool
+            seeds = [self.cfg.seed * 100_003 + zlib.crc32(t.encode()) + r for t in missing for r in range(pool)]
+            drawn = draw_latents(self.pipe, [t for t in missing for _ in range(pool)], seeds)
+            for i, text in enumerate(missing):
+                self.pools_by_text[text] = drawn[i * pool : (i + 1) * pool]
 
 
 def fairmap_losses(fairmap: FairMap, distance: FairDistance, encoded: EncodedPrompts,
@@ -124,7 +177,8 @@ def fairmap_losses(fairmap: FairMap, distance: FairDistance, encoded: EncodedPro
     losses = {"text": text_consistency(mapped, original)}
     fair = torch.zeros((), device=mapped.device)
     for name, groups in encoded.variants.items():
-        penalty = fair_distance_penalty(distance(mapped, groups[index], generator))
+        references = [encoded.references[name][i] for i in index.tolist()]
+        penalty = fair_distance_penalty(distance(mapped, groups[index], generator, references))
         losses[f"fair_{name}"] = penalty
         fair = fair + penalty
     losses["fair"] = fair
