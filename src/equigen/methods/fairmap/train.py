@@ -118,16 +118,10 @@ class FairDistance:
                           (b,), generator=generator)
         return noise, t
 
-    def _predictions(self, latents: torch.Tensor, t: torch.Tensor, mapped: torch.Tensor,
-                     groups: torch.Tensor) -> torch.Tensor:
-        """eps(x, t, v') - eps(x, t, v_j) for (B*K) latents: mapped (B*K, L, D) with gradient,
-        groups (B*K, L, D) without -> (B*K,) norms."""
-        device, dtype = mapped.device, self.unet.dtype
-        latents, t = latents.to(device, dtype), t.to(device)
-        eps_mapped = self.unet(latents, t, encoder_hidden_states=mapped.to(dtype)).sample
-        with torch.no_grad():
-            eps_groups = self.unet(latents, t, encoder_hidden_states=groups.to(dtype)).sample
-        return (eps_mapped - eps_groups).float().flatten(1).norm(dim=-1)
+    def _eps(self, latents: torch.Tensor, t: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        device, dtype = embeddings.device, self.unet.dtype
+        return self.unet(latents.to(device, dtype), t.to(device),
+                         encoder_hidden_states=embeddings.to(dtype)).sample
 
     def _denoiser_distance(self, mapped: torch.Tensor, groups: torch.Tensor,
                            generator: torch.Generator) -> torch.Tensor:
@@ -140,8 +134,12 @@ class FairDistance:
         else:
             clean = self.pool[torch.randint(len(self.pool), (b,), generator=generator)]
             latents = self.noising.add_noise(clean, noise, t)
-        return self._predictions(latents.repeat_interleave(k, 0), t.repeat_interleave(k, 0),
-                                 mapped.repeat_interleave(k, 0), groups.flatten(0, 1)).view(b, k)
+        eps_mapped = self._eps(latents, t, mapped)  # once per row: the K groups share x_t
+        with torch.no_grad():
+            eps_groups = self._eps(latents.repeat_interleave(k, 0), t.repeat_interleave(k, 0),
+                                   groups.flatten(0, 1))
+        diff = eps_mapped.unsqueeze(1) - eps_groups.view(b, k, *eps_groups.shape[1:])
+        return diff.float().flatten(2).norm(dim=-1)
 
     def _group_distance(self, mapped: torch.Tensor, groups: torch.Tensor, generator: torch.Generator,
                         references: Sequence[Sequence[str]]) -> torch.Tensor:
@@ -156,8 +154,10 @@ class FairDistance:
         noise, t = self._noise_and_timesteps(b, generator)
         noise, t = noise.repeat_interleave(k, 0), t.repeat_interleave(k, 0)
         latents = self.noising.add_noise(clean, noise, t)
-        return self._predictions(latents, t, mapped.repeat_interleave(k, 0),
-                                 groups.flatten(0, 1)).view(b, k).pow(2)
+        eps_mapped = self._eps(latents, t, mapped.repeat_interleave(k, 0))  # one x_t per group
+        with torch.no_grad():
+            eps_groups = self._eps(latents, t, groups.flatten(0, 1))
+        return (eps_mapped - eps_groups).float().flatten(1).norm(dim=-1).view(b, k).pow(2)
 
     def _draw_missing(self, texts: Sequence[str]) -> None:
         missing = sorted(set(texts) - set(self.pools_by_text))
