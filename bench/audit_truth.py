@@ -39,6 +39,16 @@ def renders_by_occupation(name: str, n_per: int, seed: int) -> dict[str, list]:
     return out
 
 
+def check(name: str, interval: list[float], truth: float, perfect: float, guidance: float) -> dict:
+    """Does the audit's FD interval contain the web FD (and a perfect model's FD at ``guidance``)?"""
+    inside = interval[1] <= truth <= interval[2]
+    print(f"audit    {name:8s} FD {interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
+          f"  web FD {truth:.3f}  interval contains it: {inside}"
+          f"  (a perfect model at w={guidance:g}: {perfect:.3f})")
+    return {"fd": interval, "web_fd": truth, "contains": inside, "perfect_model_fd": perfect,
+            "contains_perfect": interval[1] <= perfect <= interval[2]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,29 +83,16 @@ def main() -> None:
             occupation = prompt["slots"].get("occupation")
             if occupation is None or "tone" not in prompt["attributes"]:
                 continue
-            interval = prompt["attributes"]["tone"]["fd"]
             skew = web.tone_given_occupation[web.occupations.index(occupation)]
-            truth = fd(skew, uniform(k))
-            perfect = fd(guidance_tilt(skew, marginal, guidance), uniform(k))
-            inside = interval[1] <= truth <= interval[2]
-            result["audit"][occupation] = {"fd": interval, "web_fd": truth, "contains": inside,
-                                           "perfect_model_fd": perfect,
-                                           "contains_perfect": interval[1] <= perfect <= interval[2]}
-            print(f"audit    {occupation:8s} FD {interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
-                  f"  web FD {truth:.3f}  interval contains it: {inside}"
-                  f"  (a perfect model at w={guidance:g}: {perfect:.3f})")
+            result["audit"][occupation] = check(
+                occupation, prompt["attributes"]["tone"]["fd"], fd(skew, uniform(k)),
+                fd(guidance_tilt(skew, marginal, guidance), uniform(k)), guidance)
         # what the audit reports as the prompt set's tone FD: the mean over the neutral prompts
         per = result["audit"].values()
-        interval = results["summary"]["fairness"]["tone"]["fd"]
-        truth = sum(v["web_fd"] for v in per) / len(per)
-        perfect = sum(v["perfect_model_fd"] for v in per) / len(per)
-        inside = interval[1] <= truth <= interval[2]
-        result["audit_mean"] = {"fd": interval, "web_fd": truth, "contains": inside,
-                                "perfect_model_fd": perfect,
-                                "contains_perfect": interval[1] <= perfect <= interval[2]}
-        print(f"audit    {'mean':8s} FD {interval[0]:.3f} [{interval[1]:.3f}, {interval[2]:.3f}]"
-              f"  web FD {truth:.3f}  interval contains it: {inside}"
-              f"  (a perfect model at w={guidance:g}: {perfect:.3f})")
+        result["audit_mean"] = check(
+            "mean", results["summary"]["fairness"]["tone"]["fd"],
+            sum(v["web_fd"] for v in per) / len(per),
+            sum(v["perfect_model_fd"] for v in per) / len(per), guidance)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
