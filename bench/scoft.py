@@ -61,7 +61,8 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     "scoft-kv": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
 }
 LORA_TARGETS = {"scoft-kv": ["attn2.to_k", "attn2.to_v"]}  # default: every attention projection
-PRIOR_CAPTIONS = 32
+PRIOR_CAPTIONS = 64
+PRIOR_IMAGES_PER_CAPTION = 8
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
 NEUTRAL = "configs/prompts/mini-world-occupations.yaml"
 
@@ -194,7 +195,7 @@ def main() -> None:
                 values["lora_targets"] = LORA_TARGETS[name]
             if VARIANTS[name].get("prior"):
                 values["prior"] = {"captions": write_prior_captions(work, audit_prompt_texts()),
-                                   "images_per_caption": 4}
+                                   "images_per_caption": PRIOR_IMAGES_PER_CAPTION}
             if args.steps:
                 values["steps"] = args.steps
             cfg = load_config(ScoftConfig, args.config, values=values)

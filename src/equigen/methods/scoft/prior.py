@@ -10,6 +10,12 @@ LoRA is penalised for moving the model's own outputs for them:
 
 The images are drawn once and kept as latents in ``out/prior-latents.safetensors`` (with what made
 them), so a resumed run reuses them. The captions should not be the ones the evaluation uses.
+
+They are drawn without guidance (w = 1) by default: then they are samples of the model's own
+conditional p(x | c), the distribution the LoRA should keep. Guided drawings come from the tilted
+p(x | c)^w p(x)^(1-w), more skewed than the model; fitting them *moves* the model toward that
+tilt, and guidance at sampling time tilts it again (drawn at w = 4, the neutral prompts' majority
+region went from 41% to 70%).
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import torch
 from pydantic import Field
 
 from equigen.config import StrictModel
-from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE
 from equigen.utils.console import info
 
 PRIOR_LATENTS = "prior-latents.safetensors"
@@ -31,7 +36,7 @@ PRIOR_LATENTS = "prior-latents.safetensors"
 class PriorPreservation(StrictModel):
     captions: Path  # captions file (.txt / .jsonl / .csv, as for `equigen synth`)
     images_per_caption: int = Field(4, ge=1)
-    guidance_scale: float = DEFAULT_GUIDANCE_SCALE
+    guidance_scale: float = Field(1.0, ge=1.0)  # 1: the model's own distribution (module docstring)
     steps: int = Field(25, ge=1)  # sampling steps of the base model's drawings
     batch_size: int = Field(16, ge=1)
 
