@@ -3,6 +3,8 @@ prompts for every variant, every figure with a 95% bootstrap interval.
 
     python bench/scoft.py                                   # configs/scoft/mini-world.yaml (~1 h, 1 core)
     python bench/scoft.py --steps 20 --n 4 --variants base ldm scoft   # smoke run
+    python bench/scoft.py --per-culture 16 --variants base ldm ldm+m scoft --work runs/bench-scoft-16
+                                     # a set small enough to memorize: does L_M prevent it?
 
 1. The curated (CCUB-like) set, and k negatives per Kethu / Zuloa caption from the base model.
 2. Per variant: train the LoRA (same seed, data, steps; only the loss weights differ), then
@@ -10,8 +12,8 @@ prompts for every variant, every figure with a 95% bootstrap interval.
      setting accuracy for Kethu and Zuloa (the target) and for the other three regions (drift);
    - neutral occupation prompts: share of stereotyped scenes and the region mix (drift);
    - one image per training caption: FID (oracle features) to the curated images of those
-     regions, and the near-copy rate against them (threshold: the 95th percentile of the
-     similarity between a curated image and a re-render of its own scene).
+     regions, and the near-copy rate against them in pixels (threshold: the 95th percentile of
+     the nearest-curated similarity of a re-render of each curated scene).
 Resumable: trained variants and finished audits are reused. Writes bench/results/scoft.json.
 """
 
@@ -21,6 +23,7 @@ import argparse
 import csv
 import json
 import platform
+import shutil
 import time
 from collections import defaultdict
 from datetime import date
@@ -34,13 +37,14 @@ from equigen.audit.metrics import mean_over_prompts
 from equigen.audit.quality import fid_kid
 from equigen.audit.run import AuditConfig, run_audit
 from equigen.config import load_config
-from equigen.data.captioned import load_records
+from equigen.data.captioned import load_records, write_records
 from equigen.methods.scoft import NegativesConfig, ScoftConfig, make_negatives, train_scoft
 from equigen.methods.scoft.memorization import (
     memorization_check,
     near_copy_threshold,
+    pixel_features,
     training_caption_images,
-    world_same_scene_similarities,
+    world_rerender_similarities,
 )
 from equigen.world.export import export_distribution
 from equigen.world.oracle import OracleAnnotator
@@ -80,6 +84,18 @@ def write_prior_captions(work: Path, avoid: set[str]) -> Path:
     path = work / "prior-captions.txt"
     path.write_text("\n".join(texts[:PRIOR_CAPTIONS]) + "\n")
     return path
+
+
+def curated_subset(curated: Path, out: Path, per_culture: int) -> Path:
+    """The first ``per_culture`` curated rows of each target region as a dataset of its own."""
+    if not (out / "metadata.jsonl").is_file():
+        rows = load_records(curated)
+        keep = [r for c in TARGET for r in [r for r in rows if r.culture == c][:per_culture]]
+        for r in keep:
+            (out / r.file_name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(curated / r.file_name, out / r.file_name)
+        write_records(out, keep)
+    return out
 
 
 def audit_prompt_texts() -> set[str]:
@@ -161,6 +177,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="images per audit prompt")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-culture", type=int, default=None,
+                        help="train on only this many curated images per target region")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=Path("bench/results/scoft.json"))
     args = parser.parse_args()
@@ -170,18 +188,16 @@ def main() -> None:
     started = time.perf_counter()
 
     curated = export_distribution("curated", work / "curated", seed=0)
+    if args.per_culture:
+        curated = curated_subset(curated, work / f"curated-{args.per_culture}", args.per_culture)
     make_negatives(NegativesConfig(dataset=curated, k=args.k, cultures=TARGET, batch_size=40))
     records = [r for r in load_records(curated) if r.culture in TARGET]
     oracle = OracleAnnotator.load()
-
-    def features(images: np.ndarray) -> np.ndarray:
-        return oracle.features(to_tensor(images)).numpy()
-
     curated_images = np.stack([np.asarray(Image.open(curated / r.file_name).convert("RGB"))
                                for r in records])
-    curated_features = features(curated_images)
-    same_scene = world_same_scene_similarities(records, features)
-    threshold = near_copy_threshold(same_scene)
+    curated_pixels = pixel_features(curated_images)
+    rerendered = world_rerender_similarities(records, pixel_features, curated_pixels)
+    threshold = near_copy_threshold(rerendered)
 
     results = {}
     for name in args.variants:
@@ -212,8 +228,7 @@ def main() -> None:
                                   out=out, seed=args.seed, batch_size=40))
             audits[label] = out
         generated = cached_training_caption_images(variant_dir, lora_dir, records, args)
-        generated_features = features(generated)
-        memo = memorization_check(generated_features, curated_features, threshold)
+        memo = memorization_check(pixel_features(generated), curated_pixels, threshold)
         fid = fid_kid(to_tensor(curated_images), to_tensor(generated),
                       lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
         others = ["Avel", "Borenza", "Miravan"]
@@ -232,8 +247,8 @@ def main() -> None:
 
     report = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "args": {k: str(v) for k, v in vars(args).items()},
-              "near_copy_threshold": threshold,
-              "same_scene_similarity": {"mean": float(same_scene.mean()), "p95": threshold},
+              "near_copy_threshold": threshold, "near_copy_features": "pixels",
+              "rerendered_nearest_similarity": {"mean": float(rerendered.mean()), "p95": threshold},
               "seconds": round(time.perf_counter() - started), "results": results}
     out = args.results
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -129,16 +129,16 @@ def test_near_copy_threshold_and_rate_by_hand():
 
 def test_near_copies_of_copies_and_of_fresh_renders_on_the_mini_world(tmp_path):
     from equigen.data.captioned import load_records
-    from equigen.methods.scoft.memorization import near_copies, oracle_features
+    from equigen.methods.scoft.memorization import near_copies, pixel_features
     from equigen.world.export import export_distribution
     from equigen.world.render import render_rows
 
     folder = export_distribution("curated", tmp_path / "curated", n=12, seed=0)
     records = load_records(folder)
     curated = render_rows([r.model_dump() for r in records])
-    features = oracle_features()
+    features = pixel_features
     copies = near_copies(curated, curated, records, features)
-    assert copies["rate"] == 1.0 and copies["threshold_source"].startswith("same-scene")
+    assert copies["rate"] == 1.0 and copies["threshold_source"].startswith("re-rendered")
     p, low, high = copies["interval"]
     assert p == 1.0 and 0.7 < low < 1.0 == high
     fresh = render_rows([{**r.model_dump(), "seed": int(r.seed) + 1} for r in records])

@@ -154,7 +154,7 @@ def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
     from equigen.data.captioned import load_records
     from equigen.methods.scoft.memorization import (
         near_copies as near_copy_rate,
-        oracle_features,
+        pixel_features,
         training_caption_images,
     )
     from equigen.models import load_pipeline
@@ -173,7 +173,7 @@ def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
         generated = training_caption_images(pipe, records, seed=cfg.seed,
                                             guidance_scale=cfg.guidance_scale, steps=cfg.steps)
     curated_images = np.stack([read(r.file_name) for r in records])
-    return near_copy_rate(generated, curated_images, records, oracle_features())
+    return near_copy_rate(generated, curated_images, records, pixel_features)
 
 
 def stage_stablerep(cfg: DemoConfig) -> dict:

@@ -88,9 +88,9 @@ def memorization(
     threshold: Annotated[Optional[float], typer.Option(
         help="Cosine similarity from which a generation counts as a near-copy.",
         show_default="calibrated on re-renders of the same scenes (mini-world data only)")] = None,
-    features: Annotated[str, typer.Option(help="Feature space: oracle (mini-world) or any "
-                                          "perceptual extractor NAME:WEIGHTS of the SCoFT "
-                                          "registry.")] = "oracle",
+    features: Annotated[str, typer.Option(help="Feature space: pixels (mini-world: copies show "
+                                          "in pixels), oracle, or any perceptual extractor "
+                                          "NAME:WEIGHTS of the SCoFT registry.")] = "pixels",
     seed: Annotated[int, typer.Option(help="Seed of the generations.")] = 0,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = DEFAULT_GUIDANCE_SCALE,
     sample_steps: Annotated[int, typer.Option(min=1, help="Sampler steps.")] = DEFAULT_STEPS,
