@@ -146,6 +146,14 @@ def neutral_figures(run: Path) -> dict:
     return out
 
 
+def drift_points(variant: dict, base: dict) -> dict:
+    """Collateral drift against the base model, in points: every figure of the other regions'
+    culture prompts and of the neutral prompts (issue #6: each within 3 points)."""
+    moved = {f"{group}.{name}": round(100 * (variant[group][name][0] - base[group][name][0]), 1)
+             for group in ("other_regions", "neutral_prompts") for name in base[group]}
+    return {"points": moved, "largest": max(moved.values(), key=abs)}
+
+
 def cached_training_caption_images(variant_dir: Path, lora: Path | None, records,
                                    args) -> np.ndarray:
     """One image per training caption (fixed seeds), cached as PNGs in the variant folder."""
@@ -245,6 +253,11 @@ def main() -> None:
               f"setting {t['setting_accuracy']} FID {results[name]['fid_to_curated']} "
               f"near-copies {memo.rate:.3f}", flush=True)
 
+    if "base" in results:
+        for name, figures in results.items():
+            if name != "base":
+                figures["drift_vs_base"] = drift_points(figures, results["base"])
+                print(f"{name:8s} drift vs base (points): {figures['drift_vs_base']['points']}")
     report = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "args": {k: str(v) for k, v in vars(args).items()},
               "near_copy_threshold": threshold, "near_copy_features": "pixels",
