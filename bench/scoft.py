@@ -60,11 +60,16 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     # of no region (not the audit's prompts), against collateral drift
     "scoft+prior": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01,
                     "prior": 1.0},
+    # the same captions and drawings, regressed onto the frozen base model's prediction
+    # (prior.target: base) instead of onto the noise
+    "scoft+distill": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01,
+                      "prior": 1.0},
     # beyond the paper: the LoRA on the cross-attention keys and values only (Custom Diffusion's
     # choice, which touches the model only through the text), against collateral drift
     "scoft-kv": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
 }
 LORA_TARGETS = {"scoft-kv": ["attn2.to_k", "attn2.to_v"]}  # default: every attention projection
+PRIOR_TARGET = {"scoft+distill": "base"}  # default: the noise (DreamBooth)
 PRIOR_CAPTIONS = 64
 PRIOR_IMAGES_PER_CAPTION = 8
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
@@ -219,7 +224,8 @@ def main() -> None:
                 values["lora_targets"] = LORA_TARGETS[name]
             if VARIANTS[name].get("prior"):
                 values["prior"] = {"captions": write_prior_captions(work, audit_prompt_texts()),
-                                   "images_per_caption": PRIOR_IMAGES_PER_CAPTION}
+                                   "images_per_caption": PRIOR_IMAGES_PER_CAPTION,
+                                   "target": PRIOR_TARGET.get(name, "noise")}
             if args.steps:
                 values["steps"] = args.steps
             cfg = load_config(ScoftConfig, args.config, values=values)

@@ -189,3 +189,29 @@ def test_prior_preservation_term_uses_the_base_models_drawings(curated, tiny_mod
 def test_prior_weight_needs_captions(curated, tiny_model, tmp_path):
     with pytest.raises(ValueError, match="prior.captions"):
         config(curated, tiny_model, tmp_path, weights={"prior": 0.5})
+
+
+def test_prior_target_base_is_the_frozen_models_prediction(curated, tiny_model, tmp_path):
+    """target: base regresses onto the UNet with its LoRA off, so at a LoRA that changes nothing
+    the term is zero, it grows once the LoRA moves, and only LoRA parameters get gradient."""
+    captions = tmp_path / "prior.txt"
+    captions.write_text("a street in Avel\n")
+    prior = {"captions": captions, "images_per_caption": 2, "steps": 2, "target": "base"}
+    cfg = config(curated, tiny_model, tmp_path, prior=prior, weights={"prior": 1.0})
+    pipe, params, compute = build_scoft(cfg, torch.device("cpu"))
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.zero_()  # LoRA output B @ A = 0: the adapted model is the base model
+    _, parts = compute(0, [0, 2], step_generator(cfg, 0, 0), torch.device("cpu"))
+    assert parts["prior"] < 1e-10
+    with torch.no_grad():
+        for name, p in pipe.unet.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    loss, parts = compute(0, [0, 2], step_generator(cfg, 0, 0), torch.device("cpu"))
+    assert parts["prior"] > 1e-6
+    loss.backward()
+    lora = {id(p) for p in params}
+    assert all(p.grad is None for p in pipe.unet.parameters() if id(p) not in lora)
+    assert all(p.requires_grad for p in params)  # switched back on after the base call

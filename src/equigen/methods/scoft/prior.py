@@ -12,10 +12,18 @@ The images are drawn once and kept as latents in ``out/prior-latents.safetensors
 them), so a resumed run reuses them. The captions should not be the ones the evaluation uses.
 
 They are drawn without guidance (w = 1) by default: then they are samples of the model's own
-conditional p(x | c), the distribution the LoRA should keep. Guided drawings come from the tilted
-p(x | c)^w p(x)^(1-w), more skewed than the model; fitting them *moves* the model toward that
-tilt, and guidance at sampling time tilts it again (drawn at w = 4, the neutral prompts' majority
-region went from 41% to 70%).
+conditional p(x | c), the distribution the LoRA should keep, rather than of the guided tilt
+p(x | c)^w p(x)^(1-w). Either way a finite set of drawings carries the sampler's artefacts (blur
+at w = 1, exaggeration at w = 4), and fitting them moves the model too; on the mini-world
+neither setting held the other regions in place (README).
+
+``target: base`` (not in DreamBooth) regresses instead onto the frozen base model's own
+prediction on the same noisy drawing, the LoRA switched off:
+
+    L_prior = || eps_theta(x_t^prior, c_prior, t) - eps_base(x_t^prior, c_prior, t) ||^2
+
+whose minimum is the base model itself whatever the drawings look like (one more UNet call per
+step, without gradient).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -39,6 +48,7 @@ class PriorPreservation(StrictModel):
     guidance_scale: float = Field(1.0, ge=1.0)  # 1: the model's own distribution (module docstring)
     steps: int = Field(25, ge=1)  # sampling steps of the base model's drawings
     batch_size: int = Field(16, ge=1)
+    target: Literal["noise", "base"] = "noise"  # DreamBooth's, or the base model's prediction
 
 
 class PriorSet:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -211,6 +212,16 @@ def add_lora(unet, cfg: ScoftConfig) -> list[torch.nn.Parameter]:
     return params
 
 
+@contextmanager
+def lora_off(unet):
+    """The base model for the calls inside: the LoRA switched off."""
+    unet.disable_adapters()
+    try:
+        yield
+    finally:
+        unet.enable_adapters()
+
+
 def save_lora(unet, out: Path) -> Path:
     """Diffusers-format LoRA weights (``pipe.load_lora_weights(out)`` loads them)."""
     from diffusers import StableDiffusionPipeline
@@ -284,8 +295,12 @@ class ScoftLoss:
             prior_t = sample_timesteps(len(rows), self.noise_scheduler.config.num_train_timesteps,
                                        generator).to(device)
             prior_x_t, prior_target = self._noised(prior_latents, prior_noise, prior_t)
-            prior_prediction = self.unet(prior_x_t, prior_t,
-                                         encoder_hidden_states=prior_cond.to(device)).sample
+            prior_cond = prior_cond.to(device)
+            if cfg.prior.target == "base":
+                base = getattr(self.unet, "module", self.unet)
+                with torch.no_grad(), lora_off(base):
+                    prior_target = base(prior_x_t, prior_t, encoder_hidden_states=prior_cond).sample
+            prior_prediction = self.unet(prior_x_t, prior_t, encoder_hidden_states=prior_cond).sample
             parts["prior"] = losses.ldm_loss(prior_prediction, prior_target)
         total = sum(getattr(w, name) * value for name, value in parts.items())
         return total, {name: float(value.detach()) for name, value in parts.items()}
