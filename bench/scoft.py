@@ -161,20 +161,31 @@ def drift_points(variant: dict, base: dict) -> dict:
 
 def cached_training_caption_images(variant_dir: Path, lora: Path | None, records,
                                    args) -> np.ndarray:
-    """One image per training caption (fixed seeds), cached as PNGs in the variant folder."""
+    """``--memorization-draws`` images per training caption (fixed seeds), cached as PNGs in the
+    variant folder."""
     from equigen.models import load_pipeline
     from equigen.models.loading import apply_lora
 
-    folder = variant_dir / "training-captions"
-    paths = [folder / f"{i:05d}.png" for i in range(len(records))]
+    draws = args.memorization_draws
+    folder = variant_dir / ("training-captions" if draws == 1 else f"training-captions-x{draws}")
+    paths = [folder / f"{i:05d}.png" for i in range(len(records) * draws)]
     if not all(p.is_file() for p in paths):
         folder.mkdir(parents=True, exist_ok=True)
         pipe = load_pipeline("mini-world")
         if lora is not None:
             apply_lora(pipe, lora)
-        for path, image in zip(paths, training_caption_images(pipe, records, seed=args.seed)):
+        for path, image in zip(paths, training_caption_images(pipe, records, seed=args.seed,
+                                                                  draws=draws)):
             Image.fromarray(image).save(path)
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def nearest_is_own(generated: np.ndarray, curated: np.ndarray, draws: int) -> float:
+    """Share of generations whose nearest curated image is the one of their own caption (a copy
+    of a training image, rather than a picture close to some curated scene)."""
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)  # noqa: E731
+    nearest = (unit(generated) @ unit(curated).T).argmax(axis=1)
+    return round(float(np.mean(nearest == np.repeat(np.arange(len(curated)), draws))), 4)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -190,6 +201,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=24, help="images per audit prompt")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--memorization-draws", type=int, default=1,
+                        help="generations per training caption for FID and the near-copy rate")
     parser.add_argument("--per-culture", type=int, default=None,
                         help="train on only this many curated images per target region")
     parser.add_argument("--threads", type=int, default=None)
@@ -245,13 +258,15 @@ def main() -> None:
         memo = memorization_check(pixel_features(generated), curated_pixels, threshold)
         fid = fid_kid(to_tensor(curated_images), to_tensor(generated),
                       lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
+        own = nearest_is_own(pixel_features(generated), curated_pixels, args.memorization_draws)
         others = ["Avel", "Borenza", "Miravan"]
         results[name] = {
             "target_regions": culture_figures(audits["cultures"], TARGET),
             "other_regions": culture_figures(audits["cultures"], others),
             "neutral_prompts": neutral_figures(audits["neutral"]),
             "fid_to_curated": round(float(fid["fid"]), 3),
-            "memorization": memo.as_dict(),
+            "memorization": {**memo.as_dict(),  # how often the nearest is its own caption's image
+                             "nearest_is_own_image": own},
             "training": {k: info.get(k) for k in ("seconds", "ldm_step_s", "rollout_step_s")},
         }
         t = results[name]["target_regions"]
