@@ -48,6 +48,7 @@ from equigen.methods.scoft.memorization import (
 )
 from equigen.world.export import export_distribution
 from equigen.world.oracle import OracleAnnotator
+from equigen.world.scene import load_world
 
 TARGET = ["Kethu", "Zuloa"]
 VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_LDM alone)
@@ -64,29 +65,34 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     # (prior.target: base) instead of onto the noise
     "scoft+distill": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01,
                       "prior": 1.0},
+    # ... with captions that name no region at all (what the neutral prompts are)
+    "scoft+distill-free": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05,
+                           "perceptual": 0.01, "prior": 1.0},
     # beyond the paper: the LoRA on the cross-attention keys and values only (Custom Diffusion's
     # choice, which touches the model only through the text), against collateral drift
     "scoft-kv": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
 }
 LORA_TARGETS = {"scoft-kv": ["attn2.to_k", "attn2.to_v"]}  # default: every attention projection
-PRIOR_TARGET = {"scoft+distill": "base"}  # default: the noise (DreamBooth)
+PRIOR_TARGET = {"scoft+distill": "base", "scoft+distill-free": "base"}  # default: the noise
 PRIOR_CAPTIONS = 64
 PRIOR_IMAGES_PER_CAPTION = 8
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
 NEUTRAL = "configs/prompts/mini-world-occupations.yaml"
 
 
-def write_prior_captions(work: Path, avoid: set[str]) -> Path:
+def write_prior_captions(work: Path, avoid: set[str], region_free: bool = False) -> Path:
     """World captions that name neither target region (nor its adjective), none of them an audit
-    prompt: what the base model should keep drawing as it did."""
+    prompt: what the base model should keep drawing as it did. ``region_free``: captions that
+    name no region at all."""
     pool = export_distribution("balanced", work / "prior-pool", n=400, seed=7)
+    banned = list(load_world().regions) if region_free else TARGET
     texts: list[str] = []
     for record in load_records(pool):
         lowered = record.text.lower()
-        if any(t.lower() in lowered for t in TARGET) or record.text in avoid or record.text in texts:
+        if any(t.lower() in lowered for t in banned) or record.text in avoid or record.text in texts:
             continue
         texts.append(record.text)
-    path = work / "prior-captions.txt"
+    path = work / ("prior-captions-region-free.txt" if region_free else "prior-captions.txt")
     path.write_text("\n".join(texts[:PRIOR_CAPTIONS]) + "\n")
     return path
 
@@ -236,7 +242,9 @@ def main() -> None:
             if name in LORA_TARGETS:
                 values["lora_targets"] = LORA_TARGETS[name]
             if VARIANTS[name].get("prior"):
-                values["prior"] = {"captions": write_prior_captions(work, audit_prompt_texts()),
+                captions = write_prior_captions(work, audit_prompt_texts(),
+                                                region_free=name.endswith("-free"))
+                values["prior"] = {"captions": captions,
                                    "images_per_caption": PRIOR_IMAGES_PER_CAPTION,
                                    "target": PRIOR_TARGET.get(name, "noise")}
             if args.steps:
