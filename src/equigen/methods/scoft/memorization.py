@@ -23,11 +23,11 @@ from equigen.audit.quality import nearest_similarity
 from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 
 
-def near_copy_threshold(same_scene_similarities: np.ndarray, quantile: float = 0.95) -> float:
-    """The similarity that only ``1 - quantile`` of same-scene re-renders reach."""
-    values = np.asarray(same_scene_similarities, dtype=float)
+def near_copy_threshold(null_similarities: np.ndarray, quantile: float = 0.95) -> float:
+    """The similarity that only ``1 - quantile`` of honest fresh drawings reach."""
+    values = np.asarray(null_similarities, dtype=float)
     if values.size == 0:
-        raise ValueError("near_copy_threshold needs at least one same-scene similarity")
+        raise ValueError("near_copy_threshold needs at least one similarity of a fresh drawing")
     return float(np.quantile(values, quantile))
 
 
