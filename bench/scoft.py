@@ -263,10 +263,11 @@ def main() -> None:
                                   out=out, seed=args.seed, batch_size=40))
             audits[label] = out
         generated = cached_training_caption_images(variant_dir, lora_dir, records, args)
-        memo = memorization_check(pixel_features(generated), curated_pixels, threshold)
+        generated_pixels = pixel_features(generated)
+        memo = memorization_check(generated_pixels, curated_pixels, threshold)
         fid = fid_kid(to_tensor(curated_images), to_tensor(generated),
                       lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
-        own = nearest_is_own(pixel_features(generated), curated_pixels, args.memorization_draws)
+        own = nearest_is_own(generated_pixels, curated_pixels, args.memorization_draws)
         others = ["Avel", "Borenza", "Miravan"]
         results[name] = {
             "target_regions": culture_figures(audits["cultures"], TARGET),
