@@ -5,6 +5,8 @@ prompts for every variant, every figure with a 95% bootstrap interval.
     python bench/scoft.py --steps 20 --n 4 --variants base ldm scoft   # smoke run
     python bench/scoft.py --per-culture 16 --variants base ldm ldm+m scoft --work runs/bench-scoft-16
                                      # a set small enough to memorize: does L_M prevent it?
+    python bench/scoft.py --per-culture 16 --variants ldm --steps 1600 --work runs/bench-scoft-16
+                                     # the same work folder, a longer run (folder ldm-1600steps)
 
 1. The curated (CCUB-like) set, and k negatives per Kethu / Zuloa caption from the base model.
 2. Per variant: train the LoRA (same seed, data, steps; only the loss weights differ), then
@@ -68,12 +70,18 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     # ... with captions that name no region at all (what the neutral prompts are)
     "scoft+distill-free": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05,
                            "perceptual": 0.01, "prior": 1.0},
+    # ... with half of the rows distilled on the empty caption: guidance at w uses the unconditional
+    # prediction with weight 1 - w, so a LoRA that moves it moves every prompt
+    "scoft+distill-uncond": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05,
+                             "perceptual": 0.01, "prior": 1.0},
     # beyond the paper: the LoRA on the cross-attention keys and values only (Custom Diffusion's
     # choice, which touches the model only through the text), against collateral drift
     "scoft-kv": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
 }
 LORA_TARGETS = {"scoft-kv": ["attn2.to_k", "attn2.to_v"]}  # default: every attention projection
-PRIOR_TARGET = {"scoft+distill": "base", "scoft+distill-free": "base"}  # default: the noise
+PRIOR_TARGET = {"scoft+distill": "base", "scoft+distill-free": "base",
+                "scoft+distill-uncond": "base"}  # default: the noise
+PRIOR_UNCONDITIONAL = {"scoft+distill-uncond": 0.5}  # default: 0
 PRIOR_CAPTIONS = 64
 PRIOR_IMAGES_PER_CAPTION = 8
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
@@ -233,7 +241,9 @@ def main() -> None:
 
     results = {}
     for name in args.variants:
-        variant_dir = work / name
+        # runs of other lengths share the work folder (curated set, negatives, base audits)
+        trained = VARIANTS[name] is not None and args.steps
+        variant_dir = work / (f"{name}-{args.steps}steps" if trained else name)
         lora_dir = None
         info: dict = {}
         if VARIANTS[name] is not None:
@@ -246,7 +256,8 @@ def main() -> None:
                                                 region_free=name.endswith("-free"))
                 values["prior"] = {"captions": captions,
                                    "images_per_caption": PRIOR_IMAGES_PER_CAPTION,
-                                   "target": PRIOR_TARGET.get(name, "noise")}
+                                   "target": PRIOR_TARGET.get(name, "noise"),
+                                   "unconditional": PRIOR_UNCONDITIONAL.get(name, 0.0)}
             if args.steps:
                 values["steps"] = args.steps
             cfg = load_config(ScoftConfig, args.config, values=values)

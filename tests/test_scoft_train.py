@@ -215,3 +215,26 @@ def test_prior_target_base_is_the_frozen_models_prediction(curated, tiny_model, 
     lora = {id(p) for p in params}
     assert all(p.grad is None for p in pipe.unet.parameters() if id(p) not in lora)
     assert all(p.requires_grad for p in params)  # switched back on after the base call
+
+
+def test_prior_unconditional_share_swaps_in_the_empty_caption():
+    """``prior.unconditional``: that share of the sampled rows carries the empty caption's
+    embedding, the same images are drawn either way, and 0 leaves every caption in place."""
+    from equigen.methods.scoft.prior import PriorSet
+
+    latents, embeds = torch.randn(6, 4, 8, 8), torch.randn(3, 5, 16) + 10  # captions far from empty
+    empty = torch.zeros(1, 5, 16)
+    caption_of = [0, 0, 1, 1, 2, 2]
+    kept = PriorSet(latents, caption_of, embeds, empty, 0.0)
+    lat0, emb0 = kept.sample(400, torch.Generator().manual_seed(3))
+    assert (emb0.abs().flatten(1).amax(1) > 0).all()
+    half = PriorSet(latents, caption_of, embeds, empty, 0.5)
+    lat, emb = half.sample(400, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(lat, lat0)  # the same drawings; only their captions change
+    is_empty = emb.flatten(1).abs().amax(1) == 0
+    assert 150 < int(is_empty.sum()) < 250
+    torch.testing.assert_close(emb[~is_empty], emb0[~is_empty])
+    all_empty = PriorSet(latents, caption_of, embeds, empty, 1.0).sample(8, torch.Generator())[1]
+    assert all_empty.abs().max() == 0
+    with pytest.raises(ValueError, match="empty caption"):
+        PriorSet(latents, caption_of, embeds, None, 0.5)

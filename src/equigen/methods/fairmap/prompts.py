@@ -51,6 +51,7 @@ class FairMapConfig(StrictModel):
     # equally, which stays well-posed when the groups lie on a line, as skin tones do)
     noisy_latents: Literal["noise", "generated", "group"] = "noise"
     latent_pool: int = Field(4, ge=1)  # "generated" / "group": latents per (concept, group)
+    latent_steps: int = Field(20, ge=1)  # ... and the sampler steps that draw them
     steps: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)

@@ -55,13 +55,13 @@ class EncodedPrompts:
 
 
 @torch.no_grad()
-def draw_latents(pipe: "DiffusionPipeline", texts: Sequence[str], seeds: Sequence[int]) -> torch.Tensor:
-    """Clean latents the frozen model draws for ``texts``, one seed each (20 steps, the default
-    guidance)."""
+def draw_latents(pipe: "DiffusionPipeline", texts: Sequence[str], seeds: Sequence[int],
+                 steps: int = 20) -> torch.Tensor:
+    """Clean latents the frozen model draws for ``texts``, one seed each (the default guidance)."""
     out = []
     for s in range(0, len(texts), 16):
         generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds[s : s + 16]]
-        out.append(pipe(list(texts[s : s + 16]), output_type="latent", num_inference_steps=20,
+        out.append(pipe(list(texts[s : s + 16]), output_type="latent", num_inference_steps=steps,
                         guidance_scale=DEFAULT_GUIDANCE_SCALE, generator=generators).images.float().cpu())
     return torch.cat(out)
 
@@ -71,7 +71,8 @@ def group_latents(pipe: "DiffusionPipeline", prompts: PromptTriples, cfg: FairMa
     ``latent_pool`` per (concept, group): a pool balanced over the groups by construction."""
     texts = [t for rows in prompts.variants.values() for row in rows[: len(cfg.concepts)]
              for t in row for _ in range(cfg.latent_pool)]
-    return draw_latents(pipe, texts, [cfg.seed * 100_003 + i for i in range(len(texts))])
+    return draw_latents(pipe, texts, [cfg.seed * 100_003 + i for i in range(len(texts))],
+                        cfg.latent_steps)
 
 
 class FairDistance:
@@ -164,7 +165,8 @@ class FairDistance:
         if missing:
             pool = self.cfg.latent_pool
             seeds = [self.cfg.seed * 100_003 + zlib.crc32(t.encode()) + r for t in missing for r in range(pool)]
-            drawn = draw_latents(self.pipe, [t for t in missing for _ in range(pool)], seeds)
+            drawn = draw_latents(self.pipe, [t for t in missing for _ in range(pool)], seeds,
+                                 self.cfg.latent_steps)
             for i, text in enumerate(missing):
                 self.pools_by_text[text] = drawn[i * pool : (i + 1) * pool]
 
@@ -188,7 +190,7 @@ def fairmap_losses(fairmap: FairMap, distance: FairDistance, encoded: EncodedPro
 
 @torch.no_grad()
 def mean_penalty(fairmap: FairMap, distance: FairDistance, encoded: EncodedPrompts,
-                 seed: int = 1234, repeats: int = 4) -> float:
+                 seed: int = 1234, repeats: int = 2) -> float:
     """L_fair averaged over all given prompts (fixed noise draws, so before/after compare)."""
     generator = torch.Generator().manual_seed(seed)
     index = torch.arange(encoded.neutral.shape[0])

@@ -24,6 +24,11 @@ prediction on the same noisy drawing, the LoRA switched off:
 
 whose minimum is the base model itself whatever the drawings look like (one more UNet call per
 step, without gradient).
+
+``unconditional`` (a share, default 0) trains that share of the prior rows with the empty caption
+instead of their own: every guided generation also calls the model without its prompt, so a LoRA
+that moves the unconditional prediction moves every prompt's output by (1 - w) times that change,
+however well the conditional predictions are held.
 """
 
 from __future__ import annotations
@@ -49,21 +54,31 @@ class PriorPreservation(StrictModel):
     steps: int = Field(25, ge=1)  # sampling steps of the base model's drawings
     batch_size: int = Field(16, ge=1)
     target: Literal["noise", "base"] = "noise"  # DreamBooth's, or the base model's prediction
+    unconditional: float = Field(0.0, ge=0.0, le=1.0)  # share of rows with the empty caption
 
 
 class PriorSet:
     """The base model's latents for the prior captions, and the captions' embeddings."""
 
-    def __init__(self, latents: torch.Tensor, caption_of: list[int], embeds: torch.Tensor):
+    def __init__(self, latents: torch.Tensor, caption_of: list[int], embeds: torch.Tensor,
+                 empty: torch.Tensor | None = None, unconditional: float = 0.0):
         self.latents, self.caption_of, self.embeds = latents, caption_of, embeds
+        self.empty, self.unconditional = empty, unconditional  # the empty caption's (1, L, D)
+        if unconditional > 0 and empty is None:
+            raise ValueError("unconditional > 0 needs the empty caption's embedding")
 
     def __len__(self) -> int:
         return len(self.latents)
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latents, caption embeddings) of ``batch`` prior images drawn uniformly."""
+        """(latents, caption embeddings) of ``batch`` prior images drawn uniformly; a share
+        ``unconditional`` of them (drawn at random) with the empty caption instead."""
         rows = torch.randint(len(self), (batch,), generator=generator)
-        return self.latents[rows], self.embeds[[self.caption_of[i] for i in rows.tolist()]]
+        embeds = self.embeds[[self.caption_of[i] for i in rows.tolist()]]
+        if self.unconditional > 0:
+            empty = torch.rand(batch, generator=generator) < self.unconditional
+            embeds = torch.where(empty[:, None, None], self.empty.to(embeds.dtype), embeds)
+        return self.latents[rows], embeds
 
 
 def build_prior_set(spec: PriorPreservation, pipe, out: Path, seed: int,
@@ -97,7 +112,8 @@ def build_prior_set(spec: PriorPreservation, pipe, out: Path, seed: int,
     with torch.no_grad():
         embeds = torch.cat([pipe.encode_prompt(texts[s : s + 64], device, 1, False)[0].float()
                             for s in range(0, len(texts), 64)])
-    return PriorSet(latents.float(), caption_of, embeds)
+        empty = pipe.encode_prompt([""], device, 1, False)[0].float()
+    return PriorSet(latents.float(), caption_of, embeds, empty, spec.unconditional)
 
 
 @torch.no_grad()
