@@ -135,42 +135,72 @@ def read_annotations(run: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def culture_figures(run: Path, regions: list[str]) -> dict:
-    prompts = {p["id"]: p for p in json.loads((run / "results.json").read_text())["prompts"]}
-    by_prompt = defaultdict(list)
+Hits = dict[str, dict[str, np.ndarray]]  # figure -> prompt id -> 0/1 per image, in seed order
+
+
+def by_prompt(run: Path, keep=lambda row: True) -> dict[str, list[dict]]:
+    rows = defaultdict(list)
     for row in read_annotations(run):
-        slots = prompts[row["prompt_id"]]["slots"]
-        if slots.get("region") in regions:
-            by_prompt[row["prompt_id"]].append(row)
-    out = {}
-    for name, hit in {"authentic": lambda r, p: r["style"] == "authentic",
-                      "region_accuracy": lambda r, p: r["region"] == p["expect"]["region"]["group"],
-                      "setting_accuracy": lambda r, p: r["setting"] == p["expect"]["setting"]["group"]}.items():
-        out[name] = bootstrap([np.array([hit(r, prompts[pid]) for r in rows], float)
-                               for pid, rows in sorted(by_prompt.items())])
-    return out
+        if keep(row):
+            rows[row["prompt_id"]].append(row)
+    return {pid: sorted(v, key=lambda r: int(r["index"])) for pid, v in sorted(rows.items())}
 
 
-def neutral_figures(run: Path) -> dict:
-    rows = read_annotations(run)
-    by_prompt = defaultdict(list)
-    for row in rows:
-        by_prompt[row["prompt_id"]].append(row)
-    regions = sorted({r["region"] for r in rows} | set(TARGET))
-    out = {"stereotyped": bootstrap([np.array([r["style"] == "stereotyped" for r in v], float)
-                                     for v in by_prompt.values()])}
-    for region in regions:
-        out[f"share_{region}"] = bootstrap([np.array([r["region"] == region for r in v], float)
-                                            for v in by_prompt.values()])
-    return out
+def culture_hits(run: Path, regions: list[str]) -> Hits:
+    prompts = {p["id"]: p for p in json.loads((run / "results.json").read_text())["prompts"]}
+    rows = by_prompt(run, lambda row: prompts[row["prompt_id"]]["slots"].get("region") in regions)
+    tests = {"authentic": lambda r, p: r["style"] == "authentic",
+             "region_accuracy": lambda r, p: r["region"] == p["expect"]["region"]["group"],
+             "setting_accuracy": lambda r, p: r["setting"] == p["expect"]["setting"]["group"]}
+    return {name: {pid: np.array([hit(r, prompts[pid]) for r in v], float) for pid, v in rows.items()}
+            for name, hit in tests.items()} | {"_seeds": seeds_of(rows)}
 
 
-def drift_points(variant: dict, base: dict) -> dict:
-    """Collateral drift against the base model, in points: every figure of the other regions'
-    culture prompts and of the neutral prompts (issue #6: each within 3 points)."""
-    moved = {f"{group}.{name}": round(100 * (variant[group][name][0] - base[group][name][0]), 1)
-             for group in ("other_regions", "neutral_prompts") for name in base[group]}
-    return {"points": moved, "largest": max(moved.values(), key=abs)}
+def neutral_hits(run: Path) -> Hits:
+    rows = by_prompt(run)
+    regions = sorted({r["region"] for v in rows.values() for r in v} | set(TARGET))
+    tests = {"stereotyped": lambda r: r["style"] == "stereotyped"}
+    tests |= {f"share_{region}": (lambda r, g=region: r["region"] == g) for region in regions}
+    return {name: {pid: np.array([hit(r) for r in v], float) for pid, v in rows.items()}
+            for name, hit in tests.items()} | {"_seeds": seeds_of(rows)}
+
+
+def seeds_of(rows: dict[str, list[dict]]) -> dict[str, np.ndarray]:
+    return {pid: np.array([int(r["seed"]) for r in v]) for pid, v in rows.items()}
+
+
+def figures(hits: Hits) -> dict:
+    return {name: bootstrap(list(per_prompt.values()))
+            for name, per_prompt in hits.items() if name != "_seeds"}
+
+
+def paired_change(variant: dict[str, np.ndarray], base: dict[str, np.ndarray], n_boot: int = 1000,
+                  seed: int = 0) -> list[float]:
+    """Change of a share from base to variant in points, with a 95% interval from a paired
+    bootstrap: both models drew image i of a prompt from the same seed, so the same images are
+    resampled for both (the interval is that of the change, much narrower than either share's)."""
+    diffs = [variant[pid] - base[pid] for pid in sorted(base)]
+    rng = np.random.default_rng(seed)
+    estimate = np.mean([d.mean() for d in diffs])
+    draws = [np.mean([d[rng.integers(0, len(d), len(d))].mean() for d in diffs])
+             for _ in range(n_boot)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return [round(100 * float(v), 1) for v in (estimate, low, high)]
+
+
+def drift_points(variant: dict[str, Hits], base: dict[str, Hits]) -> dict:
+    """Collateral drift against the base model, in points with paired 95% intervals: every
+    figure of the other regions' culture prompts and of the neutral prompts (issue #6: each
+    within 3 points)."""
+    moved = {}
+    for group in ("other_regions", "neutral_prompts"):
+        for pid, seeds in base[group]["_seeds"].items():
+            if not np.array_equal(seeds, variant[group]["_seeds"].get(pid)):
+                raise ValueError(f"{group} prompt {pid}: the two audits used different seeds")
+        for name in base[group]:
+            if name != "_seeds":
+                moved[f"{group}.{name}"] = paired_change(variant[group][name], base[group][name])
+    return {"points": moved, "largest": max(moved.values(), key=lambda v: abs(v[0]))}
 
 
 def cached_training_caption_images(variant_dir: Path, lora: Path | None, records,
@@ -219,6 +249,8 @@ def main() -> None:
                         help="generations per training caption for FID and the near-copy rate")
     parser.add_argument("--per-culture", type=int, default=None,
                         help="train on only this many curated images per target region")
+    parser.add_argument("--prior-weight", type=float, default=None,
+                        help="weights.prior of the variants that have a prior (default: 1)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=Path("bench/results/scoft.json"))
     args = parser.parse_args()
@@ -239,19 +271,22 @@ def main() -> None:
     rerendered = world_rerender_similarities(records, pixel_features, curated_pixels)
     threshold = near_copy_threshold(rerendered)
 
-    results = {}
+    results, hits = {}, {}
     for name in args.variants:
         # runs of other lengths share the work folder (curated set, negatives, base audits)
-        trained = VARIANTS[name] is not None and args.steps
-        variant_dir = work / (f"{name}-{args.steps}steps" if trained else name)
+        weights = VARIANTS[name]
+        if weights and weights.get("prior") and args.prior_weight is not None:
+            weights = {**weights, "prior": args.prior_weight}
+        folder = name + (f"-prior{args.prior_weight:g}" if weights != VARIANTS[name] else "")
+        variant_dir = work / (f"{folder}-{args.steps}steps" if weights and args.steps else folder)
         lora_dir = None
         info: dict = {}
-        if VARIANTS[name] is not None:
-            values = {"data": curated, "out": variant_dir / "lora", "weights": VARIANTS[name],
+        if weights is not None:
+            values = {"data": curated, "out": variant_dir / "lora", "weights": weights,
                       "seed": args.seed}
             if name in LORA_TARGETS:
                 values["lora_targets"] = LORA_TARGETS[name]
-            if VARIANTS[name].get("prior"):
+            if weights.get("prior"):
                 captions = write_prior_captions(work, audit_prompt_texts(),
                                                 region_free=name.endswith("-free"))
                 values["prior"] = {"captions": captions,
@@ -280,10 +315,11 @@ def main() -> None:
                       lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
         own = nearest_is_own(generated_pixels, curated_pixels, args.memorization_draws)
         others = ["Avel", "Borenza", "Miravan"]
+        hits[name] = {"other_regions": culture_hits(audits["cultures"], others),
+                      "neutral_prompts": neutral_hits(audits["neutral"])}
         results[name] = {
-            "target_regions": culture_figures(audits["cultures"], TARGET),
-            "other_regions": culture_figures(audits["cultures"], others),
-            "neutral_prompts": neutral_figures(audits["neutral"]),
+            "target_regions": figures(culture_hits(audits["cultures"], TARGET)),
+            **{group: figures(h) for group, h in hits[name].items()},
             "fid_to_curated": round(float(fid["fid"]), 3),
             "memorization": {**memo.as_dict(),  # how often the nearest is its own caption's image
                              "nearest_is_own_image": own},
@@ -295,10 +331,11 @@ def main() -> None:
               f"near-copies {memo.rate:.3f}", flush=True)
 
     if "base" in results:
-        for name, figures in results.items():
+        for name, result in results.items():
             if name != "base":
-                figures["drift_vs_base"] = drift_points(figures, results["base"])
-                print(f"{name:8s} drift vs base (points): {figures['drift_vs_base']['points']}")
+                result["drift_vs_base"] = drift_points(hits[name], hits["base"])
+                print(f"{name:8s} drift vs base (points, 95% paired interval): "
+                      f"{result['drift_vs_base']['points']}")
     report = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
               "args": {k: str(v) for k, v in vars(args).items()},
               "near_copy_threshold": threshold, "near_copy_features": "pixels",
