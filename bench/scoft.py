@@ -42,6 +42,7 @@ from equigen.config import load_config
 from equigen.data.captioned import load_records, write_records
 from equigen.methods.scoft import NegativesConfig, ScoftConfig, make_negatives, train_scoft
 from equigen.methods.scoft.memorization import (
+    caption_bootstrap,
     memorization_check,
     near_copy_threshold,
     pixel_features,
@@ -322,7 +323,10 @@ def main() -> None:
             **{group: figures(h) for group, h in hits[name].items()},
             "fid_to_curated": round(float(fid["fid"]), 3),
             "memorization": {**memo.as_dict(),  # how often the nearest is its own caption's image
-                             "nearest_is_own_image": own},
+                             "nearest_is_own_image": own,
+                             # 95% interval, captions resampled with all their draws
+                             "rate_interval": [round(v, 4) for v in caption_bootstrap(
+                                 memo.flagged.reshape(len(records), args.memorization_draws))]},
             "training": {k: info.get(k) for k in ("seconds", "ldm_step_s", "rollout_step_s")},
         }
         t = results[name]["target_regions"]

@@ -31,6 +31,7 @@ from PIL import Image
 
 from equigen.data.captioned import load_records
 from equigen.methods.scoft.memorization import (
+    caption_bootstrap,
     memorization_check,
     near_copy_threshold,
     pixel_features,
@@ -85,12 +86,10 @@ def authentic_interval(hits: dict[str, np.ndarray], other: dict[str, np.ndarray]
     return bootstrap_mean(float(np.mean([d.mean() for d in diffs])), draws)
 
 
-def copies_interval(flags: np.ndarray, other: np.ndarray | None,
-                    rng: np.random.Generator) -> list[float]:
+def copies_interval(flags: np.ndarray, other: np.ndarray | None) -> list[float]:
     """Share of near-copies (or its change from ``other``), captions resampled with their draws."""
     diff = flags - (other if other is not None else 0)
-    draws = np.array([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(N_BOOT)])
-    return bootstrap_mean(float(diff.mean()), draws)
+    return share_with_interval(caption_bootstrap(diff, N_BOOT))
 
 
 def main() -> None:
@@ -117,7 +116,7 @@ def main() -> None:
                       "copies": copy_flags(run / folder, curated, threshold, len(records), args.draws)}
     rng = np.random.default_rng(0)
     table = {name: {"authentic": authentic_interval(r["authentic"], None, rng),
-                    "near_copies": copies_interval(r["copies"], None, rng)}
+                    "near_copies": copies_interval(r["copies"], None)}
              for name, r in runs.items()}
     for name, row in table.items():
         print(f"{name:16s} authentic {row['authentic']}  near-copies {row['near_copies']} (%)")
@@ -131,7 +130,7 @@ def main() -> None:
                      by_auth[-1])
         pairs[f"{scoft} - {match}"] = {
             "authentic": authentic_interval(runs[scoft]["authentic"], runs[match]["authentic"], rng),
-            "near_copies": copies_interval(runs[scoft]["copies"], runs[match]["copies"], rng)}
+            "near_copies": copies_interval(runs[scoft]["copies"], runs[match]["copies"])}
         print(f"{scoft} - {match}: authentic {pairs[f'{scoft} - {match}']['authentic']}  "
               f"near-copies {pairs[f'{scoft} - {match}']['near_copies']} (points, paired 95%)")
 

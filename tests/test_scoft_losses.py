@@ -181,3 +181,19 @@ def test_perceptual_registry_builds_frozen_differentiable_extractors(tmp_path):
         build_perceptual("vgg16")
     with pytest.raises(EquigenError, match="not found"):
         build_perceptual(PerceptualSpec(name="vgg16", weights=tmp_path / "nowhere.pth"))
+
+
+def test_caption_bootstrap_resamples_captions_with_their_draws():
+    from equigen.methods.scoft.memorization import caption_bootstrap
+
+    assert caption_bootstrap(np.ones((5, 3))) == (1.0, 1.0, 1.0)
+    # 8 of 32 captions copied on every draw vs the same 25% spread evenly over the captions
+    clustered = np.zeros((32, 8))
+    clustered[:8] = 1
+    spread = np.zeros((32, 8))
+    spread[:, :2] = 1
+    rate, low, high = caption_bootstrap(clustered)
+    assert rate == 0.25 and low < 0.15 and high > 0.35  # ~ a 25% share of 32 captions
+    assert caption_bootstrap(spread) == (0.25, 0.25, 0.25)  # every caption the same: no spread
+    with pytest.raises(ValueError, match="captions, draws"):
+        caption_bootstrap(np.ones(4))

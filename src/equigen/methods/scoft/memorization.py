@@ -143,3 +143,20 @@ def near_copies(generated: np.ndarray, curated: np.ndarray, records, features,
     return {**result.as_dict(), "threshold_source": "re-rendered curated scenes, q0.95" if calibrated
             else "given", "interval": list(wilson_interval(int(result.flagged.sum()),
                                                            result.nearest.size))}
+
+
+def caption_bootstrap(values: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Mean of a (captions, draws) array with a percentile interval that resamples captions with
+    all their draws: several generations of one caption are not independent (a model that copies
+    an image copies it for most draws), so an interval treating them as independent is too narrow.
+    Also for a paired difference of two models' flags on the same seeds."""
+    values = np.asarray(values, float)
+    if values.ndim != 2 or len(values) == 0:
+        raise ValueError(f"caption_bootstrap needs a (captions, draws) array, got shape {values.shape}")
+    per_caption = values.mean(axis=1)
+    rng = np.random.default_rng(seed)
+    draws = per_caption[rng.integers(0, len(per_caption), (n_boot, len(per_caption)))].mean(axis=1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(per_caption.mean()), float(low), float(high)
