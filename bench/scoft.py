@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from equigen.audit.metrics import mean_over_prompts
+from equigen.audit.metrics import mean_over_prompts, paired_mean_change
 from equigen.audit.quality import fid_kid
 from equigen.audit.run import AuditConfig, run_audit
 from equigen.config import load_config
@@ -175,18 +175,12 @@ def figures(hits: Hits) -> dict:
             for name, per_prompt in hits.items() if name != "_seeds"}
 
 
-def paired_change(variant: dict[str, np.ndarray], base: dict[str, np.ndarray], n_boot: int = 1000,
-                  seed: int = 0) -> list[float]:
-    """Change of a share from base to variant in points, with a 95% interval from a paired
-    bootstrap: both models drew image i of a prompt from the same seed, so the same images are
-    resampled for both (the interval is that of the change, much narrower than either share's)."""
-    diffs = [variant[pid] - base[pid] for pid in sorted(base)]
-    rng = np.random.default_rng(seed)
-    estimate = np.mean([d.mean() for d in diffs])
-    draws = [np.mean([d[rng.integers(0, len(d), len(d))].mean() for d in diffs])
-             for _ in range(n_boot)]
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return [round(100 * float(v), 1) for v in (estimate, low, high)]
+def paired_change(variant: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> list[float]:
+    """Change of a share from base to variant in points, with its paired 95% interval (both
+    models drew image i of a prompt from the same seed)."""
+    pids = sorted(base)
+    change = paired_mean_change([variant[p] for p in pids], [base[p] for p in pids])
+    return [round(100 * v, 1) for v in change]
 
 
 def drift_points(variant: dict[str, Hits], base: dict[str, Hits]) -> dict:

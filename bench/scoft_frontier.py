@@ -9,7 +9,7 @@ lower) authentic rate, on the same work folder (same curated set, seeds, prompts
     python bench/scoft.py --per-culture 16 --work runs/bench-scoft-16 --n 16 --memorization-draws 8 --variants ldm --steps 1600
     python bench/scoft.py --per-culture 16 --work runs/bench-scoft-16 --n 16 --memorization-draws 8 --variants scoft --steps 400
     python bench/scoft_frontier.py --work runs/bench-scoft-16 --per-culture 16 --draws 8 \
-        --ldm ldm ldm-1600steps --scoft scoft-400steps scoft
+        --ldm ldm-1600steps --scoft scoft-400steps scoft
 
 Every run drew the same images from the same seeds (the audit's image i of a prompt, the k-th
 generation of a training caption), so differences get paired bootstrap intervals: training
@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from equigen.audit.metrics import mean_over_prompts, paired_mean_change
 from equigen.data.captioned import load_records
 from equigen.methods.scoft.memorization import (
     caption_bootstrap,
@@ -68,22 +69,19 @@ def copy_flags(folder: Path, curated: np.ndarray, threshold: float, captions: in
     return flags.reshape(captions, draws).astype(float)
 
 
-def share_with_interval(values: list[float]) -> list[float]:
+def share_with_interval(values) -> list[float]:
     return [round(100 * float(v), 1) for v in values]
 
 
-def bootstrap_mean(estimate: float, draws: np.ndarray) -> list[float]:
-    low, high = np.percentile(draws, [2.5, 97.5])
-    return share_with_interval([estimate, low, high])
-
-
-def authentic_interval(hits: dict[str, np.ndarray], other: dict[str, np.ndarray] | None,
-                       rng: np.random.Generator) -> list[float]:
-    """Mean over prompts of the share authentic (or of its change from ``other``, paired)."""
-    diffs = [hits[p] - (other[p] if other is not None else 0) for p in sorted(hits)]
-    draws = np.array([np.mean([d[rng.integers(0, len(d), len(d))].mean() for d in diffs])
-                      for _ in range(N_BOOT)])
-    return bootstrap_mean(float(np.mean([d.mean() for d in diffs])), draws)
+def authentic_interval(hits: dict[str, np.ndarray],
+                       other: dict[str, np.ndarray] | None) -> list[float]:
+    """Mean over prompts of the share authentic (or its paired change from ``other``), in %."""
+    pids = sorted(hits)
+    if other is None:
+        return share_with_interval(mean_over_prompts([hits[p].astype(int) for p in pids], 2,
+                                                     lambda p, _: float(p[1]), n_boot=N_BOOT))
+    return share_with_interval(paired_mean_change([hits[p] for p in pids],
+                                                  [other[p] for p in pids], n_boot=N_BOOT))
 
 
 def copies_interval(flags: np.ndarray, other: np.ndarray | None) -> list[float]:
@@ -114,8 +112,7 @@ def main() -> None:
         run = args.work / name
         runs[name] = {"authentic": authentic_hits(run / "audit-cultures"),
                       "copies": copy_flags(run / folder, curated, threshold, len(records), args.draws)}
-    rng = np.random.default_rng(0)
-    table = {name: {"authentic": authentic_interval(r["authentic"], None, rng),
+    table = {name: {"authentic": authentic_interval(r["authentic"], None),
                     "near_copies": copies_interval(r["copies"], None)}
              for name, r in runs.items()}
     for name, row in table.items():
@@ -129,7 +126,7 @@ def main() -> None:
         match = next((n for n in by_auth if table[n]["authentic"][0] >= table[scoft]["authentic"][0]),
                      by_auth[-1])
         pairs[f"{scoft} - {match}"] = {
-            "authentic": authentic_interval(runs[scoft]["authentic"], runs[match]["authentic"], rng),
+            "authentic": authentic_interval(runs[scoft]["authentic"], runs[match]["authentic"]),
             "near_copies": copies_interval(runs[scoft]["copies"], runs[match]["copies"])}
         print(f"{scoft} - {match}: authentic {pairs[f'{scoft} - {match}']['authentic']}  "
               f"near-copies {pairs[f'{scoft} - {match}']['near_copies']} (points, paired 95%)")

@@ -50,6 +50,7 @@ from equigen.audit.metrics import (  # noqa: E402
     mean_over_prompts,
     metric_interval,
     normalized_entropy,
+    paired_mean_change,
     uniform,
 )
 
@@ -98,6 +99,32 @@ def test_metric_interval_and_prompt_mean():
     mean, lo, hi = mean_over_prompts([labels, balanced], 2, fairness_discrepancy)
     parts = [fairness_discrepancy(distribution(l, 2), uniform(2)) for l in (labels, balanced)]
     assert mean == pytest.approx(np.mean(parts)) and lo <= mean <= hi
+
+
+def test_paired_mean_change_hand_computed_and_paired():
+    # prompt A: image changes (0 -> 1) once in four: +0.25; prompt B unchanged: mean +0.125
+    after = [np.array([1, 1, 0, 0]), np.array([1, 1])]
+    before = [np.array([0, 1, 0, 0]), np.array([1, 1])]
+    est, lo, hi = paired_mean_change(after, before)
+    # (a resample of A can hold the changed image 0 to 4 times: prompt mean 0 to 1, overall 0 to 0.5)
+    assert est == pytest.approx(0.125) and 0 <= lo < est < hi <= 0.5
+    # every image changes: the change is exactly 1, whatever is resampled
+    assert paired_mean_change([np.ones(5)], [np.zeros(5)]) == pytest.approx((1.0, 1.0, 1.0))
+    # two models that mostly agree image by image: the paired interval of the change is much
+    # narrower than the interval of either share on its own
+    rng = np.random.default_rng(1)
+    base = [rng.integers(0, 2, 40) for _ in range(6)]
+    moved = [np.where(rng.random(40) < 0.05, 1 - b, b) for b in base]
+    _, lo, hi = paired_mean_change(moved, base)
+    _, lo_alone, hi_alone = mean_over_prompts(moved, 2, lambda p, _: float(p[1]))
+    assert hi - lo < 0.5 * (hi_alone - lo_alone)
+
+
+def test_paired_mean_change_rejects_unpaired_runs():
+    with pytest.raises(ValueError, match="prompt 1"):
+        paired_mean_change([np.ones(3), np.ones(3)], [np.ones(3), np.ones(4)])
+    with pytest.raises(ValueError):
+        paired_mean_change([np.ones(3)], [np.ones(3), np.ones(3)])
 
 
 def test_real_data_fair_diffusion_counts():

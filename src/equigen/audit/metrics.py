@@ -157,6 +157,35 @@ def mean_over_prompts(
     return estimate, low, high
 
 
+def paired_mean_change(
+    after_per_prompt: Sequence[np.ndarray],
+    before_per_prompt: Sequence[np.ndarray],
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Change of a per-image value (e.g. 0/1 hits) from ``before`` to ``after``, averaged within
+    each prompt then over prompts, with a *paired* bootstrap interval.
+
+    Image i of a prompt must come from the same seed in both runs: the same image indices are
+    then resampled for both, so the interval is that of the change itself, much narrower than
+    either run's own interval when the two models draw similar images from a seed.
+    """
+    diffs = []
+    for j, (after, before) in enumerate(zip(after_per_prompt, before_per_prompt, strict=True)):
+        after, before = np.asarray(after, float), np.asarray(before, float)
+        if after.shape != before.shape or after.ndim != 1 or len(after) == 0:
+            raise ValueError(f"prompt {j}: paired runs need the same non-empty number of images "
+                             f"per prompt, got {after.shape} and {before.shape}")
+        diffs.append(after - before)
+    rng = np.random.default_rng(seed)
+    estimate = float(np.mean([d.mean() for d in diffs]))
+    draws = np.array([np.mean([d[rng.integers(0, len(d), len(d))].mean() for d in diffs])
+                      for _ in range(n_boot)])
+    low, high = bias_corrected_percentiles(draws, estimate, level)
+    return estimate, low, high
+
+
 def sampling_floor(metric: Metric, target: np.ndarray, n: int, draws: int = 1000,
                    seed: int = 0) -> float:
     """The metric's mean for a model that samples exactly from ``target``, at ``n`` images.
