@@ -13,6 +13,9 @@ prompts for every variant, every figure with a 95% bootstrap interval.
    - culture prompts (configs/prompts/mini-world-cultures.yaml): authentic-style rate, region and
      setting accuracy for Kethu and Zuloa (the target) and for the other three regions (drift);
    - neutral occupation prompts: share of stereotyped scenes and the region mix (drift);
+   - with ``--drift-n N``, the drift is read from separate audits of N images per prompt of the
+     neutral prompts and of the other regions' culture prompts only: at 24 images per prompt a
+     share moves by about 6 points between two draws of the same model, twice the issue's bar;
    - one image per training caption: FID (oracle features) to the curated images of those
      regions, and the near-copy rate against them in pixels (threshold: the 95th percentile of
      the nearest-curated similarity of a re-render of each curated scene).
@@ -116,6 +119,19 @@ def curated_subset(curated: Path, out: Path, per_culture: int) -> Path:
             shutil.copy2(curated / r.file_name, out / r.file_name)
         write_records(out, keep)
     return out
+
+
+def other_regions_prompts(work: Path) -> Path:
+    """The culture prompt set restricted to the regions SCoFT does not train on."""
+    import yaml
+
+    spec = yaml.safe_load(Path(CULTURES).read_text())
+    spec["name"] += " (other regions)"
+    for template in spec["templates"]:
+        template["slots"]["region"] = [r for r in template["slots"]["region"] if r not in TARGET]
+    path = work / "prompts-other-regions.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
 
 
 def audit_prompt_texts() -> set[str]:
@@ -246,6 +262,9 @@ def main() -> None:
                         help="train on only this many curated images per target region")
     parser.add_argument("--prior-weight", type=float, default=None,
                         help="weights.prior of the variants that have a prior (default: 1)")
+    parser.add_argument("--drift-n", type=int, default=None,
+                        help="images per prompt of separate, larger drift audits (neutral prompts "
+                             "and the other regions' culture prompts; default: the main audits)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=Path("bench/results/scoft.json"))
     args = parser.parse_args()
@@ -298,11 +317,17 @@ def main() -> None:
                 train_scoft(cfg)
             info = json.loads(manifest.read_text())["results"]
         audits = {}
-        for label, prompts in {"cultures": CULTURES, "neutral": NEUTRAL}.items():
+        jobs = {"cultures": (CULTURES, args.n), "neutral": (NEUTRAL, args.n)}
+        if args.drift_n:
+            jobs |= {f"neutral-n{args.drift_n}": (NEUTRAL, args.drift_n),
+                     f"others-n{args.drift_n}": (other_regions_prompts(work), args.drift_n)}
+        for label, (prompts, n) in jobs.items():
             out = variant_dir / f"audit-{label}"
-            run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=args.n,
+            run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=n,
                                   out=out, seed=args.seed, batch_size=40))
             audits[label] = out
+        drift_audits = ((audits[f"others-n{args.drift_n}"], audits[f"neutral-n{args.drift_n}"])
+                        if args.drift_n else (audits["cultures"], audits["neutral"]))
         generated = cached_training_caption_images(variant_dir, lora_dir, records, args)
         generated_pixels = pixel_features(generated)
         memo = memorization_check(generated_pixels, curated_pixels, threshold)
@@ -310,8 +335,8 @@ def main() -> None:
                       lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
         own = nearest_is_own(generated_pixels, curated_pixels, args.memorization_draws)
         others = ["Avel", "Borenza", "Miravan"]
-        hits[name] = {"other_regions": culture_hits(audits["cultures"], others),
-                      "neutral_prompts": neutral_hits(audits["neutral"])}
+        hits[name] = {"other_regions": culture_hits(drift_audits[0], others),
+                      "neutral_prompts": neutral_hits(drift_audits[1])}
         results[name] = {
             "target_regions": figures(culture_hits(audits["cultures"], TARGET)),
             **{group: figures(h) for group, h in hits[name].items()},

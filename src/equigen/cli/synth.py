@@ -45,6 +45,9 @@ def synth(
                                                       show_default="2.0")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder for the shards (resumes if "
                                                 "it exists).", show_default="runs/synth")] = None,
+    compile_: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the UNet: slower first batch (compilation), faster "
+        "after; worth it for thousands of images.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -61,7 +64,8 @@ def synth(
         raise EquigenError("no captions file: give one as the argument (equigen synth "
                            "captions.txt), with --captions, or as 'captions' in a --config file")
     cfg = resolve_config(SynthConfig, config, set_, captions=captions_file or captions, model=model,
-                         fairmap=fairmap, lora=lora, m=m, guidance_scale=guidance, out=out)
+                         fairmap=fairmap, lora=lora, m=m, guidance_scale=guidance, out=out,
+                         compile=compile_ or None)
     summary = run_synth(cfg, allow_download=state.allow_download)
     where = (f" (rank {summary['rank']} of {summary['world_size']})"
              if summary["world_size"] > 1 else "")

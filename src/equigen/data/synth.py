@@ -66,6 +66,7 @@ class SynthConfig(StrictModel):
     seed: int = 0
     captions_per_shard: int = Field(64, ge=1)
     batch_size: int = Field(32, ge=1)  # images per forward pass
+    compile: bool = False  # torch.compile the UNet: pays off over thousands of images
     out: Path = Path("runs/synth")
     device: Optional[str] = None
     dtype: Optional[str] = None
@@ -377,13 +378,16 @@ def run_synth(cfg: SynthConfig, rank: int | None = None, world_size: int | None 
     # run_manifest writes out/manifest.json: one writer, rank 0
     manifest_cm = (run_manifest_for(cfg) if rank == 0 else nullcontext({}))
     with manifest_cm as manifest:
-        images, generation_s = _generate(cfg, captions, todo, fairmapping, allow_download)
+        images, generation_s, shard_seconds = _generate(cfg, captions, todo, fairmapping,
+                                                        allow_download)
         index = write_index_if_complete(cfg, captions)
         seconds = time.perf_counter() - start
         summary = {"images": images, "shards_written": len(todo),
                    "shards_skipped": len(mine) - len(todo), "shards_total": total,
                    "rank": rank, "world_size": world_size, "seconds": round(seconds, 3),
                    "generation_s": round(generation_s, 3),
+                   # generating each written shard (the first also pays any compilation)
+                   "shard_seconds": [round(t, 3) for t in shard_seconds],
                    "images_per_s": round(images / seconds, 4) if images else 0.0,
                    "index": str(index) if index else None}
         manifest["results"] = summary
@@ -399,17 +403,20 @@ def run_manifest_for(cfg: SynthConfig) -> Any:
 
 
 def _generate(cfg: SynthConfig, captions: list[Caption], todo: list[int], fairmapping: Any,
-              allow_download: bool) -> tuple[int, float]:
-    """Generate and write the shards ``todo``; return (images, seconds from load to last write)."""
+              allow_download: bool) -> tuple[int, float, list[float]]:
+    """Generate and write the shards ``todo``; return (images, seconds from load to last write,
+    seconds spent generating each shard)."""
     if not todo:
-        return 0, 0.0
-    from equigen.models import load_pipeline
+        return 0, 0.0, []
+    from equigen.models import compile_unet, load_pipeline
 
     start = time.perf_counter()
     pipe = load_pipeline(cfg.model, device=_pick_device(cfg), dtype=cfg.dtype,
                          allow_download=allow_download)
     if cfg.lora is not None:
         apply_lora(pipe, cfg.lora)
+    if cfg.compile:
+        compile_unet(pipe)
     encoder = prompt_encoder_for(pipe, cfg, fairmapping)
     size = cfg.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
     images = 0
@@ -417,12 +424,15 @@ def _generate(cfg: SynthConfig, captions: list[Caption], todo: list[int], fairma
     # stop (Ctrl-C) the executor's exit lets the shards already generated finish writing
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-writer") as pool:
         pending: deque[Future[Path]] = deque()
+        shard_seconds = []
         for shard in todo:
+            shard_start = time.perf_counter()
             samples = generate_shard(pipe, cfg, captions, shard, encoder, size)
+            shard_seconds.append(time.perf_counter() - shard_start)
             while len(pending) >= MAX_PENDING_WRITES:
                 pending.popleft().result()
             pending.append(pool.submit(write_shard, cfg.out / shard_name(shard), samples))
             images += len(samples)
         while pending:
             pending.popleft().result()
-    return images, time.perf_counter() - start
+    return images, time.perf_counter() - start, shard_seconds

@@ -1,5 +1,11 @@
 """Text-to-image pipelines (one loader), tiny random-weight builders for tests, feature extractors."""
 
-from equigen.models.loading import load_pipeline, pick_device, pick_dtype, resolve_model_source
+from equigen.models.loading import (
+    compile_unet,
+    load_pipeline,
+    pick_device,
+    pick_dtype,
+    resolve_model_source,
+)
 
-__all__ = ["load_pipeline", "pick_device", "pick_dtype", "resolve_model_source"]
+__all__ = ["compile_unet", "load_pipeline", "pick_device", "pick_dtype", "resolve_model_source"]
