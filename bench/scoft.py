@@ -78,14 +78,19 @@ VARIANTS = {  # name -> loss weights (the paper: SD, SCoFT+M, +MP, +MPC; plus L_
     # prediction with weight 1 - w, so a LoRA that moves it moves every prompt
     "scoft+distill-uncond": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05,
                              "perceptual": 0.01, "prior": 1.0},
+    # ... with the prior drawn at the audit's guidance (w = 4), so that the distillation holds the
+    # model on the states the guided sampler visits rather than on the unguided ones
+    "scoft+distill-uncond-w4": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05,
+                                "perceptual": 0.01, "prior": 1.0},
     # beyond the paper: the LoRA on the cross-attention keys and values only (Custom Diffusion's
     # choice, which touches the model only through the text), against collateral drift
     "scoft-kv": {"ldm": 0.7, "memorization": 0.3, "contrastive": 0.05, "perceptual": 0.01},
 }
 LORA_TARGETS = {"scoft-kv": ["attn2.to_k", "attn2.to_v"]}  # default: every attention projection
 PRIOR_TARGET = {"scoft+distill": "base", "scoft+distill-free": "base",
-                "scoft+distill-uncond": "base"}  # default: the noise
-PRIOR_UNCONDITIONAL = {"scoft+distill-uncond": 0.5}  # default: 0
+                "scoft+distill-uncond": "base", "scoft+distill-uncond-w4": "base"}  # default: noise
+PRIOR_UNCONDITIONAL = {"scoft+distill-uncond": 0.5, "scoft+distill-uncond-w4": 0.5}  # default: 0
+PRIOR_GUIDANCE = {"scoft+distill-uncond-w4": 4.0}  # default: 1 (the model's own distribution)
 PRIOR_CAPTIONS = 64
 PRIOR_IMAGES_PER_CAPTION = 8
 CULTURES = "configs/prompts/mini-world-cultures.yaml"
@@ -306,7 +311,8 @@ def main() -> None:
                 values["prior"] = {"captions": captions,
                                    "images_per_caption": PRIOR_IMAGES_PER_CAPTION,
                                    "target": PRIOR_TARGET.get(name, "noise"),
-                                   "unconditional": PRIOR_UNCONDITIONAL.get(name, 0.0)}
+                                   "unconditional": PRIOR_UNCONDITIONAL.get(name, 0.0),
+                                   "guidance_scale": PRIOR_GUIDANCE.get(name, 1.0)}
             if args.steps:
                 values["steps"] = args.steps
             cfg = load_config(ScoftConfig, args.config, values=values)
