@@ -290,6 +290,8 @@ def main() -> None:
     rerendered = world_rerender_similarities(records, pixel_features, curated_pixels)
     threshold = near_copy_threshold(rerendered)
 
+    others = [r for r in load_world().regions if r not in TARGET]
+    others_prompts = other_regions_prompts(work) if args.drift_n else None
     results, hits = {}, {}
     for name in args.variants:
         # runs of other lengths share the work folder (curated set, negatives, base audits)
@@ -326,7 +328,7 @@ def main() -> None:
         jobs = {"cultures": (CULTURES, args.n), "neutral": (NEUTRAL, args.n)}
         if args.drift_n:
             jobs |= {f"neutral-n{args.drift_n}": (NEUTRAL, args.drift_n),
-                     f"others-n{args.drift_n}": (other_regions_prompts(work), args.drift_n)}
+                     f"others-n{args.drift_n}": (others_prompts, args.drift_n)}
         for label, (prompts, n) in jobs.items():
             out = variant_dir / f"audit-{label}"
             run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=n,
@@ -340,7 +342,6 @@ def main() -> None:
         fid = fid_kid(to_tensor(curated_images), to_tensor(generated),
                       lambda x: oracle.net.features(x), kid_subset_size=min(100, len(records)))
         own = nearest_is_own(generated_pixels, curated_pixels, args.memorization_draws)
-        others = ["Avel", "Borenza", "Miravan"]
         hits[name] = {"other_regions": culture_hits(drift_audits[0], others),
                       "neutral_prompts": neutral_hits(drift_audits[1])}
         results[name] = {
