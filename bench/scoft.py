@@ -52,6 +52,7 @@ from equigen.methods.scoft.memorization import (
     training_caption_images,
     world_rerender_similarities,
 )
+from equigen.models.loading import read_lora_scope
 from equigen.world.export import export_distribution
 from equigen.world.oracle import OracleAnnotator
 from equigen.world.scene import load_world
@@ -232,10 +233,9 @@ def cached_training_caption_images(variant_dir: Path, lora: Path | None, records
     if not all(p.is_file() for p in paths):
         folder.mkdir(parents=True, exist_ok=True)
         pipe = load_pipeline("mini-world")
-        if lora is not None:
-            apply_lora(pipe, lora)
+        scope = apply_lora(pipe, lora) if lora is not None else None
         for path, image in zip(paths, training_caption_images(pipe, records, seed=args.seed,
-                                                                  draws=draws)):
+                                                                  draws=draws, lora_scope=scope)):
             Image.fromarray(image).save(path)
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
 
@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--drift-n", type=int, default=None,
                         help="images per prompt of separate, larger drift audits (neutral prompts "
                              "and the other regions' culture prompts; default: the main audits)")
+    parser.add_argument("--lora-everywhere", action="store_true",
+                        help="apply each LoRA to every audit prompt, ignoring its saved scope")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=Path("bench/results/scoft.json"))
     args = parser.parse_args()
@@ -324,15 +326,19 @@ def main() -> None:
             if not finished:
                 train_scoft(cfg)
             info = json.loads(manifest.read_text())["results"]
+        # a LoRA saved with a scope is applied only to the prompts naming its cultures
+        scope = (read_lora_scope(lora_dir) if lora_dir is not None and not args.lora_everywhere
+                 else None)
         audits = {}
         jobs = {"cultures": (CULTURES, args.n), "neutral": (NEUTRAL, args.n)}
         if args.drift_n:
             jobs |= {f"neutral-n{args.drift_n}": (NEUTRAL, args.drift_n),
                      f"others-n{args.drift_n}": (others_prompts, args.drift_n)}
         for label, (prompts, n) in jobs.items():
-            out = variant_dir / f"audit-{label}"
-            run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=n,
-                                  out=out, seed=args.seed, batch_size=40))
+            out = variant_dir / f"audit-{label}{'-scoped' if scope else ''}"
+            run_audit(AuditConfig(prompts=Path(prompts), lora=lora_dir, n=n, out=out,
+                                  lora_everywhere=args.lora_everywhere, seed=args.seed,
+                                  batch_size=40))
             audits[label] = out
         drift_audits = ((audits[f"others-n{args.drift_n}"], audits[f"neutral-n{args.drift_n}"])
                         if args.drift_n else (audits["cultures"], audits["neutral"]))
@@ -354,6 +360,7 @@ def main() -> None:
                              "rate_interval": [round(v, 4) for v in caption_bootstrap(
                                  memo.flagged.reshape(len(records), args.memorization_draws))]},
             "training": {k: info.get(k) for k in ("seconds", "ldm_step_s", "rollout_step_s")},
+            "lora_scope": scope.words if scope else None,
         }
         t = results[name]["target_regions"]
         print(f"{name:8s} authentic {t['authentic']} region {t['region_accuracy']} "

@@ -2,6 +2,7 @@
 term is finite, a stopped run resumes to the same weights, the LoRA loads into a fresh pipeline,
 and two processes train together under accelerate."""
 
+import json
 import os
 import subprocess
 import sys
@@ -115,9 +116,51 @@ def test_lora_loads_into_a_fresh_pipeline_and_changes_it(curated, tiny_model, tm
     assert np.abs(after - before).mean() > 0.1
 
 
-def test_rows_without_negatives_are_a_clear_error(curated, tiny_model, tmp_path):
-    import json
+def test_a_scoped_lora_draws_prompts_outside_its_cultures_as_the_base_model(curated, tiny_model,
+                                                                           tmp_path):
+    from equigen.models import load_pipeline
+    from equigen.models.generate import generate_images
+    from equigen.models.loading import LORA_SCOPE, apply_lora
 
+    cfg = config(curated, tiny_model, tmp_path, lr=5e-2, steps=2,
+                 weights={"contrastive": 0, "perceptual": 0})
+    train_scoft(cfg)
+    assert json.loads((cfg.out / LORA_SCOPE).read_text()) == {"scope": ["Kethu", "Zuloa"]}
+    prompts, seeds = ["a street in Avel", "a Kethu market", "a photo of a doctor"], [1, 2, 3]
+
+    def draw(pipe, scope=None):
+        images = generate_images(pipe, prompts, seeds, steps=2, batch_size=3, lora_scope=scope)
+        return [np.asarray(image, dtype=float) for image in images]
+
+    base = draw(load_pipeline(str(tiny_model)))
+    scoped_pipe = load_pipeline(str(tiny_model))
+    scope = apply_lora(scoped_pipe, cfg.out)
+    assert scope is not None and [scope.applies_to(p) for p in prompts] == [False, True, False]
+    scoped = draw(scoped_pipe, scope)
+    everywhere_pipe = load_pipeline(str(tiny_model))
+    assert apply_lora(everywhere_pipe, cfg.out, everywhere=True) is None
+    everywhere = draw(everywhere_pipe)
+
+    for i in (0, 2):  # outside the scope: the base model's image (batched in other company)
+        assert np.abs(scoped[i] - base[i]).max() <= 1 < np.abs(everywhere[i] - base[i]).max()
+    assert np.abs(scoped[1] - everywhere[1]).max() <= 1 < np.abs(scoped[1] - base[1]).max()
+    assert all(m.merged is False for m in scoped_pipe.unet.modules() if hasattr(m, "merged"))
+
+
+def test_lora_scope_file_errors_name_the_file(tmp_path):
+    from equigen.models.loading import LORA_SCOPE, read_lora_scope, write_lora_scope
+
+    write_lora_scope(tmp_path, [])
+    assert read_lora_scope(tmp_path) is None  # an empty scope: every prompt
+    (tmp_path / LORA_SCOPE).write_text('{"scope": "Kethu"}')
+    with pytest.raises(EquigenError, match=LORA_SCOPE):
+        read_lora_scope(tmp_path)
+    (tmp_path / LORA_SCOPE).write_text("{not json")
+    with pytest.raises(EquigenError, match=LORA_SCOPE):
+        read_lora_scope(tmp_path / "pytorch_lora_weights.safetensors")
+
+
+def test_rows_without_negatives_are_a_clear_error(curated, tiny_model, tmp_path):
     lines = (curated / "metadata.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     rows[1]["negatives"] = []
@@ -138,8 +181,6 @@ def test_two_processes_train_together_under_torchrun(curated, tiny_model, tmp_pa
            "--set", "contrastive_every=2", "--set", "contrastive_steps=2", "--set", "device=cpu"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    import json
-
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["results"]["processes"] == 2
     assert (out / "pytorch_lora_weights.safetensors").is_file()

@@ -169,9 +169,9 @@ def near_copies(cfg: DemoConfig, curated: Path, lora: Path | None) -> dict:
         generated = np.stack([read(r.negatives[0]) for r in records])
     else:
         pipe = load_pipeline(cfg.model)
-        apply_lora(pipe, lora)
         generated = training_caption_images(pipe, records, seed=cfg.seed,
-                                            guidance_scale=cfg.guidance_scale, steps=cfg.steps)
+                                            guidance_scale=cfg.guidance_scale, steps=cfg.steps,
+                                            lora_scope=apply_lora(pipe, lora))
     curated_images = np.stack([read(r.file_name) for r in records])
     return near_copy_rate(generated, curated_images, records, pixel_features)
 

@@ -36,6 +36,7 @@ class AuditConfig(StrictModel):
     model: str = "mini-world"
     fairmap: Optional[Path] = None  # a Fair Mapping folder applied to the prompt embeddings
     lora: Optional[Path] = None  # diffusers LoRA weights (e.g. from `equigen scoft train`)
+    lora_everywhere: bool = False  # apply the LoRA to every prompt, not only to its saved scope
     prompts: Path = Path("configs/prompts/mini-world-occupations.yaml")
     annotator: str = "oracle"
     n: int = 100  # images per prompt
@@ -69,10 +70,11 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     if pipe is None:
         pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
                              allow_download=allow_download)
+    lora_scope = None
     if cfg.lora is not None:
         from equigen.models.loading import apply_lora
 
-        apply_lora(pipe, cfg.lora)
+        lora_scope = apply_lora(pipe, cfg.lora, everywhere=cfg.lora_everywhere)
     prompt_encoder = None
     if cfg.fairmap is not None:
         from equigen.methods.fairmap import FairMapping
@@ -86,7 +88,7 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
             images = generate_images(
                 pipe, [p.text for p, _ in batch], [prompt_seed(cfg.seed, p.text, i) for p, i in batch],
                 guidance_scale=cfg.guidance_scale, steps=cfg.steps, batch_size=len(batch),
-                prompt_encoder=prompt_encoder)
+                prompt_encoder=prompt_encoder, lora_scope=lora_scope)
             for (prompt, index), image in zip(batch, images):
                 path = image_path(cfg.out, prompt, index)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +99,7 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     return done
 
 
-GENERATION_KEYS = ("model", "fairmap", "lora", "seed", "guidance_scale", "steps")
+GENERATION_KEYS = ("model", "fairmap", "lora", "lora_everywhere", "seed", "guidance_scale", "steps")
 
 
 def check_resumable(cfg: AuditConfig) -> None:

@@ -10,6 +10,7 @@ import typer
 from equigen.cli.common import (
     ConfigOption,
     FairmapOption,
+    LoraEverywhereOption,
     LoraOption,
     ModelOption,
     SetOption,
@@ -30,6 +31,7 @@ def audit(
     model: ModelOption = None,
     fairmap: FairmapOption = None,
     lora: LoraOption = None,
+    lora_everywhere: LoraEverywhereOption = False,
     prompts: Annotated[Optional[Path], typer.Option(help="Prompt set YAML.", show_default=
                                                     "configs/prompts/mini-world-occupations.yaml")] = None,
     annotator: Annotated[Optional[str], typer.Option(help="Annotator: oracle, oracle:FOLDER, clip:CONFIG.yaml or "
@@ -45,7 +47,8 @@ def audit(
     intervals (results.json, annotations.csv). A stopped audit resumes where it stopped."""
     from equigen.audit.run import AuditConfig, run_audit
 
-    cfg = resolve_config(AuditConfig, config, set_, model=model, fairmap=fairmap, lora=lora, prompts=prompts,
+    cfg = resolve_config(AuditConfig, config, set_, model=model, fairmap=fairmap, lora=lora,
+                         lora_everywhere=lora_everywhere or None, prompts=prompts,
                          annotator=annotator, n=n, out=out)
     results = run_audit(cfg, allow_download=state.allow_download)
     for attribute, figures in results["summary"]["fairness"].items():

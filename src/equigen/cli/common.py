@@ -41,6 +41,12 @@ LoraOption = Annotated[
     typer.Option(help="LoRA weights in diffusers format, a folder (e.g. from `equigen scoft "
                  "train`) or a .safetensors file.", show_default=False),
 ]
+LoraEverywhereOption = Annotated[
+    bool,
+    typer.Option("--lora-everywhere", help="Apply the LoRA to every prompt, not only to the "
+                 "prompts of its saved scope (a SCoFT LoRA: those naming its cultures).",
+                 show_default=False),
+]
 SetOption = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override a config key, e.g. --set seed=3 (repeatable).",

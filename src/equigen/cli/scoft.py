@@ -119,10 +119,9 @@ def memorization(
         check_lora_path(lora)
     extract = feature_function(features)
     pipe = load_pipeline(model, allow_download=state.allow_download)
-    if lora is not None:
-        apply_lora(pipe, lora)
+    lora_scope = apply_lora(pipe, lora) if lora is not None else None
     generated = training_caption_images(pipe, records, seed=seed, guidance_scale=guidance,
-                                        steps=sample_steps)
+                                        steps=sample_steps, lora_scope=lora_scope)
     curated = np.stack([np.asarray(Image.open(resolve_in_root(dataset, r.file_name)).convert("RGB")
                                    .resize(generated.shape[1:3][::-1])) for r in records])
     result = near_copies(generated, curated, records, extract, threshold)

@@ -10,6 +10,7 @@ import typer
 from equigen.cli.common import (
     ConfigOption,
     FairmapOption,
+    LoraEverywhereOption,
     LoraOption,
     ModelOption,
     SetOption,
@@ -39,6 +40,7 @@ def synth(
     model: ModelOption = None,
     fairmap: FairmapOption = None,
     lora: LoraOption = None,
+    lora_everywhere: LoraEverywhereOption = False,
     m: Annotated[Optional[int], typer.Option("--m", help="Images per caption.",
                                              show_default="10")] = None,
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.",
@@ -64,7 +66,8 @@ def synth(
         raise EquigenError("no captions file: give one as the argument (equigen synth "
                            "captions.txt), with --captions, or as 'captions' in a --config file")
     cfg = resolve_config(SynthConfig, config, set_, captions=captions_file or captions, model=model,
-                         fairmap=fairmap, lora=lora, m=m, guidance_scale=guidance, out=out,
+                         fairmap=fairmap, lora=lora, lora_everywhere=lora_everywhere or None, m=m,
+                         guidance_scale=guidance, out=out,
                          compile=compile_ or None)
     summary = run_synth(cfg, allow_download=state.allow_download)
     where = (f" (rank {summary['rank']} of {summary['world_size']})"

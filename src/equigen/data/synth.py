@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
 
     from equigen.models.generate import PromptEncoder
+    from equigen.models.loading import LoraScope
 
 INDEX = "index.json"
 JOB = "job.json"
@@ -50,7 +51,7 @@ CAPTION_FIELDS = ("caption", "text")
 CAPTION_FORMATS = (".txt", ".jsonl", ".csv")
 MAX_PENDING_WRITES = 1  # shards waiting to be written while the next one is generated
 # settings that decide the images: a run folder never mixes shards made with different ones
-JOB_KEYS = ("model", "fairmap", "lora", "m", "guidance_scale", "steps", "size", "seed",
+JOB_KEYS = ("model", "fairmap", "lora", "lora_everywhere", "m", "guidance_scale", "steps", "size", "seed",
             "captions_per_shard")
 
 
@@ -59,6 +60,7 @@ class SynthConfig(StrictModel):
     model: str = "mini-world"
     fairmap: Optional[Path] = None  # a Fair Mapping folder applied to the prompt embeddings
     lora: Optional[Path] = None  # diffusers LoRA weights (folder or .safetensors file)
+    lora_everywhere: bool = False  # apply the LoRA to every caption, not only to its saved scope
     m: int = Field(10, ge=1)  # images per caption
     guidance_scale: float = 2.0  # StableRep's best for representation learning (paper: w 2-3)
     steps: int = Field(25, ge=1)
@@ -302,8 +304,9 @@ def _pick_device(cfg: SynthConfig) -> str | None:
 
 def generate_shard(pipe: "DiffusionPipeline", cfg: SynthConfig, captions: list[Caption],
                    shard: int, prompt_encoder: Optional["PromptEncoder"],
-                   size: int) -> list[Sample]:
-    """Every image of shard ``shard``, in (caption, image index) order, ``batch_size`` per pass."""
+                   size: int, lora_scope: Optional["LoraScope"] = None) -> list[Sample]:
+    """Every image of shard ``shard``, in (caption, image index) order, ``batch_size`` per pass.
+    Each image's metadata names the LoRA only if it was applied to that image's caption."""
     from equigen.models.generate import generate_images, image_seed
 
     jobs = [(captions[i], j) for i in shard_captions(len(captions), cfg.captions_per_shard, shard)
@@ -312,13 +315,15 @@ def generate_shard(pipe: "DiffusionPipeline", cfg: SynthConfig, captions: list[C
     images = generate_images(
         pipe, [c.text for c, _ in jobs], seeds, guidance_scale=cfg.guidance_scale, steps=cfg.steps,
         batch_size=cfg.batch_size, size=size, description=f"{shard_name(shard)}",
-        prompt_encoder=prompt_encoder)
+        prompt_encoder=prompt_encoder, lora_scope=lora_scope)
     settings = {"model": cfg.model, "guidance_scale": cfg.guidance_scale, "steps": cfg.steps,
-                "size": size, "fairmap": _path_text(cfg.fairmap), "lora": _path_text(cfg.lora)}
+                "size": size, "fairmap": _path_text(cfg.fairmap)}
+    lora = _path_text(cfg.lora)
     return [
         Sample(sample_key(c.index, j), image, c.text,
                {"caption": c.text, "caption_id": c.id, "caption_index": c.index, "image_index": j,
-                "seed": seed, **settings})
+                "seed": seed, **settings,
+                "lora": lora if lora_scope is None or lora_scope.applies_to(c.text) else None})
         for (c, j), seed, image in zip(jobs, seeds, images, strict=True)
     ]
 
@@ -413,9 +418,14 @@ def _generate(cfg: SynthConfig, captions: list[Caption], todo: list[int], fairma
     start = time.perf_counter()
     pipe = load_pipeline(cfg.model, device=_pick_device(cfg), dtype=cfg.dtype,
                          allow_download=allow_download)
+    lora_scope = None
     if cfg.lora is not None:
-        apply_lora(pipe, cfg.lora)
+        lora_scope = apply_lora(pipe, cfg.lora, everywhere=cfg.lora_everywhere)
     if cfg.compile:
+        if lora_scope is not None:
+            raise EquigenError(f"--compile freezes the UNet's weights, so the LoRA {cfg.lora} "
+                               f"cannot be switched off outside its scope ({lora_scope.words}); "
+                               f"add --lora-everywhere or drop --compile")
         compile_unet(pipe)
     encoder = prompt_encoder_for(pipe, cfg, fairmapping)
     size = cfg.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
@@ -427,7 +437,7 @@ def _generate(cfg: SynthConfig, captions: list[Caption], todo: list[int], fairma
         shard_seconds = []
         for shard in todo:
             shard_start = time.perf_counter()
-            samples = generate_shard(pipe, cfg, captions, shard, encoder, size)
+            samples = generate_shard(pipe, cfg, captions, shard, encoder, size, lora_scope)
             shard_seconds.append(time.perf_counter() - shard_start)
             while len(pending) >= MAX_PENDING_WRITES:
                 pending.popleft().result()

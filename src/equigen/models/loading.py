@@ -215,13 +215,64 @@ def check_lora_path(path: Path) -> None:
                            ".safetensors file)")
 
 
-def apply_lora(pipe: "DiffusionPipeline", path: str | os.PathLike[str]) -> None:
+LORA_SCOPE = "equigen_lora.json"  # beside the weights: {"scope": [words]} (`equigen scoft train`)
+
+
+class LoraScope:
+    """The prompts a LoRA is meant for: those that name one of its words (a culture LoRA is for
+    prompts about its cultures; every other prompt is drawn by the model without it)."""
+
+    def __init__(self, words: list[str]):
+        from equigen.utils.keywords import KeywordDetector
+
+        self.words = list(words)
+        self.detector = KeywordDetector(self.words)
+
+    def applies_to(self, prompt: str) -> bool:
+        return self.detector(prompt)
+
+    def __repr__(self) -> str:
+        return f"LoraScope({self.words})"
+
+
+def write_lora_scope(folder: Path, words: list[str]) -> None:
+    from equigen.utils.io import write_json_atomic
+
+    write_json_atomic(Path(folder) / LORA_SCOPE, {"scope": list(words)})
+
+
+def read_lora_scope(path: Path) -> LoraScope | None:
+    """The scope saved beside LoRA weights (``path``: their folder or file); None when there is
+    none, or it is empty: the LoRA then applies to every prompt."""
+    folder = path if path.is_dir() else path.parent
+    meta = folder / LORA_SCOPE
+    if not meta.is_file():
+        return None
+    try:
+        words = json.loads(meta.read_text())["scope"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise EquigenError(f"{meta}: expected {{\"scope\": [words]}} ({exc})") from exc
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise EquigenError(f"{meta}: 'scope' must be a list of words, got {words!r}")
+    return LoraScope(words) if any(w.strip() for w in words) else None
+
+
+def apply_lora(pipe: "DiffusionPipeline", path: str | os.PathLike[str],
+               everywhere: bool = False) -> LoraScope | None:
     """Load diffusers-format LoRA weights into ``pipe`` (a folder as written by
-    ``save_lora_weights``, or one ``.safetensors`` file), and fuse them for speed."""
+    ``save_lora_weights``, or one ``.safetensors`` file).
+
+    A LoRA saved with a scope (:data:`LORA_SCOPE`, written by ``equigen scoft train``) stays
+    unfused and the scope is returned: pass it to
+    :func:`~equigen.models.generate.generate_images`, which switches the LoRA off for prompts
+    outside it. Otherwise (no scope, or ``everywhere``) the LoRA is fused into the weights (no
+    extra matmuls per step) and applies to every prompt; None is returned.
+    """
     path = Path(path)
     check_lora_path(path)
     if not hasattr(pipe, "load_lora_weights"):
         raise EquigenError(f"LoRA {path}: a {type(pipe).__name__} cannot load LoRA weights")
+    scope = None if everywhere else read_lora_scope(path)
     target, kwargs = (path.parent, {"weight_name": path.name}) if path.is_file() else (path, {})
     try:
         pipe.load_lora_weights(str(target), **kwargs)
@@ -231,7 +282,14 @@ def apply_lora(pipe: "DiffusionPipeline", path: str | os.PathLike[str]) -> None:
         raise EquigenError(f"LoRA {path}: could not load it into {type(pipe).__name__} "
                            f"(expected diffusers LoRA weights, e.g. a folder with "
                            f"pytorch_lora_weights.safetensors): {exc}") from exc
-    pipe.fuse_lora()  # merged into the weights: no extra matmuls per step
+    if scope is None:
+        pipe.fuse_lora()
+    else:
+        from equigen.utils.console import info
+
+        info(f"LoRA {path}: applied to prompts that name {', '.join(scope.words)} "
+             f"(its saved scope; --lora-everywhere applies it to every prompt)")
+    return scope
 
 
 def compile_unet(pipe: "DiffusionPipeline") -> None:

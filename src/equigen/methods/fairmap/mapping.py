@@ -4,15 +4,15 @@ which prompts it applies to. Saved as ``fairmap.safetensors`` + ``fairmap.json``
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from equigen.errors import EquigenError
 from equigen.utils.io import atomic_path, write_json_atomic
+from equigen.utils.keywords import KeywordDetector
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -35,20 +35,6 @@ class FairMap(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         return self.linear(embeddings)
-
-
-class KeywordDetector:
-    """Does a prompt already name a group? Whole-word, case-insensitive phrase matching."""
-
-    def __init__(self, words: Iterable[str]):
-        self.words = sorted({w.strip().lower() for w in words if w.strip()}, key=len, reverse=True)
-        if not self.words:
-            raise ValueError("a keyword detector needs at least one word")
-        alternatives = "|".join(re.escape(w) for w in self.words)
-        self._pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
-
-    def __call__(self, prompt: str) -> bool:
-        return self._pattern.search(prompt) is not None
 
 
 def text_width(pipe: "DiffusionPipeline") -> int:

@@ -70,15 +70,15 @@ def world_rerender_similarities(records, features, curated_features: np.ndarray,
 def training_caption_images(pipe, records, seed: int = 0,
                             guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
                             steps: int = DEFAULT_STEPS, batch_size: int = 40,
-                            draws: int = 1) -> np.ndarray:
+                            draws: int = 1, lora_scope=None) -> np.ndarray:
     """``draws`` generations per training caption (image ``image_seed(seed, i, j)`` of row i),
-    uint8, all of row 0's first."""
+    uint8, all of row 0's first (``lora_scope``: as :func:`apply_lora` returned it)."""
     from equigen.models.generate import generate_images, image_seed
 
     images = generate_images(pipe, [r.text for r in records for _ in range(draws)],
                              [image_seed(seed, i, j) for i in range(len(records)) for j in range(draws)],
                              guidance_scale=guidance_scale, steps=steps, batch_size=batch_size,
-                             description="training captions")
+                             description="training captions", lora_scope=lora_scope)
     return np.stack([np.asarray(image.convert("RGB")) for image in images])
 
 

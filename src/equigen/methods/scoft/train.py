@@ -32,6 +32,7 @@ from equigen.methods.scoft import losses
 from equigen.methods.scoft.perceptual import PerceptualNet, PerceptualSpec, build_perceptual
 from equigen.methods.scoft.prior import PriorPreservation, PriorSet, build_prior_set
 from equigen.methods.scoft.rollout import decode_latent, denoise_to_latent, grad_call_index
+from equigen.models.loading import write_lora_scope
 from equigen.utils.checkpoint import load_checkpoint, save_checkpoint
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import append_csv
@@ -54,6 +55,9 @@ class ScoftConfig(StrictModel):
     data: Path  # curated captioned dataset, negatives listed (`equigen scoft negatives`)
     model: str = "mini-world"
     cultures: Optional[list[str]] = None  # train on these cultures only (default: all)
+    # The prompts the LoRA will be applied to, saved beside it (equigen_lora.json): those that name
+    # one of these words (default: the trained cultures' names); [] = every prompt.
+    scope: Optional[list[str]] = None
     out: Path = Path("runs/scoft")
     weights: LossWeights = Field(default_factory=LossWeights)
     rank: int = Field(64, ge=1)  # LoRA rank (official: 64)
@@ -405,12 +409,14 @@ def train_scoft(cfg: ScoftConfig, allow_download: bool = False) -> dict[str, Any
                         _append_log(cfg.out, rows_log)
                     rows_log = []
                     accelerator.wait_for_everyone()
+        scope = data.cultures if cfg.scope is None else cfg.scope
         if accelerator.is_main_process:
             save_lora(accelerator.unwrap_model(unet), cfg.out)
+            write_lora_scope(cfg.out, scope)
         summary = {"steps": cfg.steps, "resumed_from": start_step,
                    "seconds": round(time.perf_counter() - started, 2),
                    "rows": len(data.records), "cultures": data.cultures,
-                   "processes": accelerator.num_processes,
+                   "processes": accelerator.num_processes, "scope": scope,
                    **{k: round(sum(v) / len(v), 4) for k, v in timings.items() if v},
                    "lora": str(cfg.out / LORA_WEIGHTS)}
         manifest["results"] = summary
