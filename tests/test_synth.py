@@ -232,17 +232,16 @@ def test_rank_comes_from_arguments_then_environment(monkeypatch):
         resolve_rank(rank=4)
 
 
-def test_lora_and_fairmap_change_the_images(reference, tiny_model, tmp_path):
+def save_tiny_lora(tiny_model, folder):
+    """A LoRA on the tiny UNet that changes its images, saved in diffusers format."""
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from equigen.methods.fairmap.mapping import FairMap, FairMapping
     from equigen.models import load_pipeline
 
-    # a tiny LoRA on the tiny UNet, saved in diffusers format
     unet = load_pipeline(tiny_model).unet
     unet.add_adapter(LoraConfig(r=4, lora_alpha=4,
                                 target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
@@ -252,7 +251,16 @@ def test_lora_and_fairmap_change_the_images(reference, tiny_model, tmp_path):
             if "lora_B" in name:  # peft starts B at zero (no effect): make the LoRA do something
                 param.normal_(0, 0.5)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=layers)
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers)
+    return folder
+
+
+def test_lora_and_fairmap_change_the_images(reference, tiny_model, tmp_path):
+    import torch
+
+    from equigen.methods.fairmap.mapping import FairMap, FairMapping
+
+    save_tiny_lora(tiny_model, tmp_path / "lora")
     # a Fair Mapping that shifts every prompt embedding
     fairmap = FairMap(32)
     with torch.no_grad():
@@ -274,6 +282,24 @@ def test_lora_and_fairmap_change_the_images(reference, tiny_model, tmp_path):
     with pytest.raises(EquigenError, match="LoRA .*missing: not found"):
         run_synth(synth_config(tiny_model, captions, tmp_path / "x", m=1,
                                lora=tmp_path / "missing"))
+
+
+def test_a_scoped_lora_is_applied_only_to_the_captions_naming_its_words(reference, tiny_model,
+                                                                        tmp_path):
+    from equigen.models.loading import write_lora_scope
+
+    lora = save_tiny_lora(tiny_model, tmp_path / "lora")
+    write_lora_scope(lora, ["chef"])
+    captions = write_captions(tmp_path, text="\n".join(CAPTIONS[:2]) + "\n")
+    run_synth(synth_config(tiny_model, captions, tmp_path / "out", m=1, lora=lora))
+    doctor, chef = read_shard(tmp_path / "out" / "shard-000000.tar")
+    assert doctor["json"]["lora"] is None and chef["json"]["lora"] == lora.as_posix()
+    reference_doctor, _, reference_chef, _ = read_shard(reference[0] / "out" / "shard-000000.tar")
+    pixels = lambda s: np.asarray(Image.open(io.BytesIO(s["png"])), dtype=float)  # noqa: E731
+    assert np.abs(pixels(doctor) - pixels(reference_doctor)).max() <= 1  # the base model's
+    assert np.abs(pixels(chef) - pixels(reference_chef)).mean() > 2
+    with pytest.raises(EquigenError, match="--lora-everywhere"):
+        run_synth(synth_config(tiny_model, captions, tmp_path / "x", m=1, lora=lora, compile=True))
 
 
 def test_compiled_unet_draws_the_same_images(reference, tiny_model, tmp_path):
