@@ -88,7 +88,10 @@ def _draw_scoped(pipe: "DiffusionPipeline", scope: "LoraScope", draw, prompts: l
             rows = [i for i, flag in enumerate(inside) if flag is lora_on]
             if not rows:
                 continue
-            pipe.enable_lora() if lora_on else pipe.disable_lora()
+            if lora_on:
+                pipe.enable_lora()
+            else:
+                pipe.disable_lora()
             for i, image in zip(rows, draw([prompts[i] for i in rows], [seeds[i] for i in rows])):
                 images[i] = image
     finally:
