@@ -110,7 +110,9 @@ def main() -> None:
     runs = {}
     for name in args.ldm + args.scoft:
         run = args.work / name
-        runs[name] = {"authentic": authentic_hits(run / "audit-cultures"),
+        scoped = run / "audit-cultures-scoped"  # the target prompts' images are the same either way
+        audit = scoped if scoped.is_dir() else run / "audit-cultures"
+        runs[name] = {"authentic": authentic_hits(audit),
                       "copies": copy_flags(run / folder, curated, threshold, len(records), args.draws)}
     table = {name: {"authentic": authentic_interval(r["authentic"], None),
                     "near_copies": copies_interval(r["copies"], None)}
