@@ -51,8 +51,8 @@ CAPTION_FIELDS = ("caption", "text")
 CAPTION_FORMATS = (".txt", ".jsonl", ".csv")
 MAX_PENDING_WRITES = 1  # shards waiting to be written while the next one is generated
 # settings that decide the images: a run folder never mixes shards made with different ones
-JOB_KEYS = ("model", "fairmap", "lora", "lora_everywhere", "m", "guidance_scale", "steps", "size", "seed",
-            "captions_per_shard")
+JOB_KEYS = ("model", "fairmap", "lora", "lora_everywhere", "m", "guidance_scale", "steps", "size",
+            "seed", "captions_per_shard")
 
 
 class SynthConfig(StrictModel):
