@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from equigen.errors import EquigenError
+from equigen.utils.keywords import KeywordDetector
 
 if TYPE_CHECKING:
     import torch
@@ -223,8 +224,6 @@ class LoraScope:
     prompts about its cultures; every other prompt is drawn by the model without it)."""
 
     def __init__(self, words: list[str]):
-        from equigen.utils.keywords import KeywordDetector
-
         self.words = list(words)
         self.detector = KeywordDetector(self.words)
 
