@@ -3,6 +3,7 @@ import pytest
 
 from equigen.audit.metrics import (
     bootstrap_interval,
+    chance_all_within_tv,
     distribution,
     expected_tv_noise,
     guidance_tilt,
@@ -197,3 +198,19 @@ def test_guidance_tilt_hand_computed():
     assert guidance_tilt([0.2, 0.3, 0.5], [0.2, 0.3, 0.5], 7.5) == pytest.approx([0.2, 0.3, 0.5])
     with pytest.raises(ValueError, match="marginal must be positive"):
         guidance_tilt([0.5, 0.5], [1.0, 0.0], 2.0)
+
+
+def test_chance_all_within_tv_hand_computed():
+    # 2 draws from (0.5, 0.5): shares (1/2, 1/2) with chance 1/2, else TV 0.5 to the target
+    half = [[0.5, 0.5]]
+    assert chance_all_within_tv(half, half, n=2, bar=0.0) == pytest.approx(0.5, abs=0.02)
+    assert chance_all_within_tv([[0.5, 0.5]], [[0.5, 0.5]], n=2, bar=0.5) == 1.0
+    # two independent groups must both pass: 1/2 x 1/2
+    assert chance_all_within_tv([[0.5, 0.5]] * 2, [[0.5, 0.5]] * 2, n=2, bar=0.0) == pytest.approx(
+        0.25, abs=0.02)
+    # a model drawing (0.9, 0.1) against a target (0.5, 0.5): 4 draws pass TV <= 0.25 only with
+    # 1, 2 or 3 of the first kind: 1 - 0.9^4 - 0.1^4 = 0.3438
+    assert chance_all_within_tv([[0.9, 0.1]], [[0.5, 0.5]], n=4, bar=0.25) == pytest.approx(
+        1 - 0.9 ** 4 - 0.1 ** 4, abs=0.02)
+    with pytest.raises(ValueError, match="2 distributions but 1 targets"):
+        chance_all_within_tv([[0.5, 0.5]] * 2, [[0.5, 0.5]], n=2, bar=0.1)

@@ -223,6 +223,22 @@ def expected_tv_noise(p: np.ndarray, n: int) -> float:
     return float(0.5 * np.sqrt(2 * p * (1 - p) / (np.pi * n)).sum())
 
 
+def chance_all_within_tv(drawn_from: Sequence[np.ndarray], targets: Sequence[np.ndarray], n: int,
+                         bar: float, trials: int = 20_000, seed: int = 0) -> float:
+    """The chance that ``n`` draws from *each* ``drawn_from[i]`` give shares within TV ``bar`` of
+    ``targets[i]``, all at once (Monte Carlo, ``trials`` repeats): how often a model that draws
+    exactly ``drawn_from`` passes a per-group TV bar measured on ``n`` samples each."""
+    if len(drawn_from) != len(targets) or not len(targets):
+        raise ValueError(f"{len(drawn_from)} distributions but {len(targets)} targets")
+    rng = np.random.default_rng(seed)
+    passed = np.ones(trials, dtype=bool)
+    for p, target in zip(drawn_from, targets):
+        p, target = np.asarray(p, float), np.asarray(target, float)
+        shares = rng.multinomial(n, p / p.sum(), size=trials) / n
+        passed &= 0.5 * np.abs(shares - target).sum(axis=1) <= bar + 1e-12
+    return float(passed.mean())
+
+
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float, float]:
     """(k / n, low, high): the Wilson score interval of a proportion, which stays inside [0, 1]
     and is not empty at k = 0 or k = n (where a bootstrap collapses to a point)::
