@@ -235,6 +235,7 @@ def chance_all_within_tv(drawn_from: Sequence[np.ndarray], targets: Sequence[np.
     for p, target in zip(drawn_from, targets):
         p, target = np.asarray(p, float), np.asarray(target, float)
         shares = rng.multinomial(n, p / p.sum(), size=trials) / n
+        # shares are multiples of 1/n: a TV often lands exactly on the bar; rounding must not fail
         passed &= 0.5 * np.abs(shares - target).sum(axis=1) <= bar + 1e-12
     return float(passed.mean())
 
