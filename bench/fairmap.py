@@ -134,7 +134,7 @@ def main() -> None:
     if "occupations" in args.sets:
         results["fid"] = fid_against_renders(args.work, 300)
         print("FID (oracle features):", results["fid"])
-    if args.sets == list(PROMPT_SETS):
+    if set(args.sets) == set(PROMPT_SETS):
         results["generation_overhead"] = generation_overhead(mapping, repeats=3, count=32)
         print("generation overhead:", results["generation_overhead"])
     args.out.write_text(json.dumps(results, indent=1) + "\n")
