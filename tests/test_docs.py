@@ -97,8 +97,9 @@ def config_class(path: str):
     from equigen.methods.scoft import NegativesConfig, ScoftConfig
     from equigen.methods.stablerep.probe import ProbeConfig
     from equigen.methods.stablerep.train import StableRepConfig
+    from equigen.world.train_base import BaseTrainConfig
 
-    return {"audit": AuditConfig, "synth": SynthConfig, "fairmap train": FairMapConfig,
+    return {"world train-base": BaseTrainConfig, "audit": AuditConfig, "synth": SynthConfig, "fairmap train": FairMapConfig,
             "fairmap sweep": FairMapConfig, "scoft negatives": NegativesConfig,
             "scoft train": ScoftConfig, "stablerep train": StableRepConfig,
             "stablerep probe": ProbeConfig}.get(path)

@@ -214,3 +214,54 @@ def test_recaption_config_accepts_one_round_or_a_list():
     assert tb.BaseTrainConfig.model_validate({"recaption": None}).recaption == []
     with pytest.raises(ValueError, match="probability"):
         tb.BaseTrainConfig.model_validate({"recaption": [{"probability": 2}]})
+
+
+def test_init_from_an_exported_pipeline_trains_only_the_appended_round(finished_run, tmp_path):
+    """The shipped model keeps only EMA weights and TRAINING.json: a new round continues it."""
+    one_round = _recaption_run(finished_run, tmp_path / "run")
+    tb.train_base(one_round)
+    exported = tmp_path / "exported"
+    tb.export_pipeline(tmp_path / "run", exported)
+    two_rounds = {**TINY, "recaption": [RECAPTION, {**RECAPTION, "steps": 2}],
+                  "init_from": str(exported)}
+    cfg = load_config(tb.BaseTrainConfig, None, values={"out": str(tmp_path / "cont"), **two_rounds})
+    (tmp_path / "cont" / "data").mkdir(parents=True)
+    for rendered in ("images.npy", "rows.jsonl"):  # skip re-rendering, not re-encoding
+        shutil.copy(tmp_path / "run" / "data" / rendered, tmp_path / "cont" / "data")
+    pipeline = tb.train_base(cfg)
+
+    start = load_pipeline(exported).unet.state_dict()
+    seeded = load_file(tmp_path / "cont" / "recaption" / "checkpoint" / "unet.safetensors")
+    assert all(torch.equal(start[k], seeded[k]) for k in start), "round 2 starts from the export"
+    assert not (tmp_path / "cont" / "unet" / "loss.csv").exists(), "seeded stages do not train"
+    assert len((tmp_path / "cont" / "recaption-2" / "loss.csv").read_text().splitlines()) == 1 + 2
+    vae = load_pipeline(pipeline).vae
+    assert vae.config.scaling_factor == load_pipeline(exported).vae.config.scaling_factor
+    record = tb.export_pipeline(tmp_path / "cont", tmp_path / "exported-2")
+    assert [(r["steps"], r["of_planned"]) for r in record["recaption"]] == [(4, 4), (2, 2)]
+    assert record["config"]["init_from"] == str(exported)
+
+
+def test_init_from_refuses_a_config_that_rewrites_finished_stages(finished_run, tmp_path):
+    from equigen.errors import EquigenError
+
+    tb.train_base(_recaption_run(finished_run, tmp_path / "run"))
+    tb.export_pipeline(tmp_path / "run", tmp_path / "exported")
+    for change, message in (({"recaption": [RECAPTION]}, None),
+                            ({"unet": {**TINY["unet"], "steps": 5}}, "`unet:` section"),
+                            ({"recaption": []}, "finished 1 recaption rounds"),
+                            ({"recaption": [{**RECAPTION, "lr": 1e-3}]}, "round 1 .* differs")):
+        values = {**TINY, **change, "init_from": str(tmp_path / "exported"),
+                  "out": str(tmp_path / "cont")}
+        cfg = load_config(tb.BaseTrainConfig, None, values=values)
+        if message is None:  # the config it was trained with seeds a run
+            tb.seed_from_pipeline(cfg)
+            assert (tmp_path / "cont" / "recaption" / "final-ema" / "config.json").is_file()
+            shutil.rmtree(tmp_path / "cont")
+            continue
+        with pytest.raises(EquigenError, match=message):
+            tb.seed_from_pipeline(cfg)
+        assert not (tmp_path / "cont").exists(), "nothing written before the config is checked"
+    values = {**TINY, "init_from": str(tmp_path / "missing"), "out": str(tmp_path / "cont")}
+    with pytest.raises(EquigenError, match="TRAINING.json not found"):
+        tb.seed_from_pipeline(load_config(tb.BaseTrainConfig, None, values=values))

@@ -15,6 +15,12 @@ Stages, each resumable and skipped when its output exists:
    be trained further by appending a round without changing what the earlier rounds were;
 6. **export**: a StableDiffusionPipeline folder (VAE + EMA UNet in fp16, scheduler) in ``pipeline/``.
 
+``init_from`` continues an exported model (the shipped one, say) instead of its lost run folder:
+the run folder is seeded with the pipeline's VAE and, for every stage its ``TRAINING.json`` says
+it finished, its UNet, so that training resumes at the first stage it did not reach (a new
+recaption round appended to the config). An exported pipeline keeps only the EMA weights, so
+the seeded stage's raw weights are the EMA weights too, and its optimizer starts afresh.
+
 Every random draw of step ``k`` comes from a generator seeded with (seed, k), so a resumed run
 continues exactly as an uninterrupted one would.
 """
@@ -110,6 +116,8 @@ class BaseTrainConfig(StrictModel):
     vae: VAETrainConfig = Field(default_factory=VAETrainConfig)
     unet: UNetTrainConfig = Field(default_factory=UNetTrainConfig)
     recaption: list[RecaptionConfig] = []  # rounds, each continuing the previous one
+    # An exported base-model pipeline (folder with TRAINING.json, or "mini-world") to continue.
+    init_from: Optional[str] = None
 
     @field_validator("recaption", mode="before")
     @classmethod
@@ -261,7 +269,8 @@ def encode_latents(cfg: BaseTrainConfig, vae, images: np.ndarray) -> torch.Tenso
             means.append(vae.encode(to_tensor(images[i : i + 256])).latent_dist.mean)
             progress.advance(task, len(means[-1]))
     latents = torch.cat(means)
-    scaling = 1.0 / latents.std().item()
+    # A seeded VAE keeps the scale its UNet was trained with.
+    scaling = vae.config.scaling_factor if cfg.init_from else 1.0 / latents.std().item()
     vae.register_to_config(scaling_factor=scaling)
     vae.save_pretrained(cfg.out / "vae" / "final", safe_serialization=True)
     latents = (latents * scaling).half().contiguous()
@@ -439,6 +448,75 @@ def train_recaption(cfg: BaseTrainConfig, round_number: int, latents: torch.Tens
     return ema_unet
 
 
+# --------------------------------------------------------------------------------- 0. seed
+
+def _pipeline_folder(name: str) -> Path:
+    from equigen.world.model import SHIPPED_DIR
+
+    return SHIPPED_DIR if name == "mini-world" else Path(name)
+
+
+def seed_from_pipeline(cfg: BaseTrainConfig) -> None:
+    """Write the stages ``cfg.init_from`` finished into ``cfg.out`` (once; see the module doc).
+
+    Checks that the pipeline was trained with this config's stages (same architectures, same
+    steps per finished stage) and fails naming the first difference otherwise.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from equigen.errors import EquigenError
+
+    if (cfg.out / "vae" / "final" / "config.json").is_file():
+        return  # seeded (or trained) already
+    source = _pipeline_folder(cfg.init_from)
+    record_path = source / "TRAINING.json"
+    if not record_path.is_file():
+        raise EquigenError(f"init_from: {record_path} not found; give a pipeline exported by "
+                           "`equigen world export-base` (or 'mini-world')")
+    record = json.loads(record_path.read_text())
+    trained = BaseTrainConfig.model_validate(record["config"])
+    finished = record["recaption"]
+    if any(r["steps"] != r["of_planned"] for r in [record["unet"], *finished]):
+        raise EquigenError(f"init_from: {record_path} was exported mid-stage; its weights "
+                           "continue no finished stage. Export a run that finished a stage")
+    for key in ("data", "vae", "unet"):
+        if getattr(trained, key) != getattr(cfg, key):
+            raise EquigenError(f"init_from: {record_path} was trained with another `{key}:` "
+                               "section than this config; continue it with the config it records")
+    if len(finished) > len(cfg.recaption):
+        raise EquigenError(f"init_from: {record_path} finished {len(finished)} recaption rounds; "
+                           f"this config plans only {len(cfg.recaption)}")
+    for number, round_record in enumerate(finished, start=1):
+        if trained.recaption[number - 1] != cfg.recaption[number - 1]:
+            raise EquigenError(f"init_from: recaption round {number} of {record_path} differs "
+                               "from this config's; append new rounds, do not change old ones")
+
+    vae = AutoencoderKL.from_pretrained(source / "vae", use_safetensors=True).float()
+    vae.save_pretrained(cfg.out / "vae" / "final", safe_serialization=True)
+    _seed_state(cfg.out / "vae", vae, "vae", record["vae"])
+    unet = UNet2DConditionModel.from_pretrained(source / "unet", use_safetensors=True).float()
+    stages = [("unet", record["unet"])]
+    stages += [(recaption_stage(n), r) for n, r in enumerate(finished, start=1)]
+    for stage, stage_record in stages:
+        unet.save_pretrained(cfg.out / stage / "final-ema", safe_serialization=True)
+        _seed_state(cfg.out / stage, unet, "unet", stage_record, ema=True)
+    info(f"seeded {cfg.out} from {source}: VAE, UNet and {len(finished)} recaption rounds")
+
+
+def _seed_state(stage_dir: Path, module, name: str, stage_record: dict[str, Any],
+                ema: bool = False) -> None:
+    """A finished stage's checkpoint folder as training leaves it (weights + state.json)."""
+    folder = stage_dir / "checkpoint"
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    save_file(tensors, folder / f"{name}.safetensors")
+    if ema:
+        save_file(tensors, folder / "ema.safetensors")
+    write_json_atomic(folder / "state.json", {"step": stage_record["steps"],
+                                              "elapsed_s": stage_record.get("train_seconds"),
+                                              "seeded_from_ema": True})
+
+
 # ------------------------------------------------------------------------------ shared loop
 
 def _resume(stage_dir: Path, modules, optimizer, scheduler) -> int:
@@ -507,6 +585,8 @@ def train_base(cfg: BaseTrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     timings: dict[str, float] = {}
     with run_manifest(cfg.out, "world train-base", cfg, seed=cfg.seed) as manifest:
+        if cfg.init_from:
+            seed_from_pipeline(cfg)
         t = time.perf_counter()
         images, rows = render_corpus(cfg)
         timings["render_s"] = time.perf_counter() - t
