@@ -33,7 +33,12 @@ from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.models.generate import generate_images, image_seed
 from equigen.world.distributions import declared, sample_rows
 from equigen.world.oracle import OracleAnnotator, labels_of
-from equigen.world.prompts import named_prompt, neutral_prompt, region_prompt
+from equigen.world.prompts import (
+    corpus_neutral_prompts,
+    named_prompt,
+    neutral_prompt,
+    region_prompt,
+)
 from equigen.world.render import render
 from equigen.world.scene import Scene, load_world
 
@@ -89,8 +94,23 @@ def named_fidelity(pipe, oracle, args) -> dict:
     return out, images
 
 
-def tone_bias(pipe, oracle, args, guidance: float, n: int) -> dict:
-    """Neutral prompts per occupation: tone distribution vs the declared web skew and uniform."""
+def template_prompts(occupation: str, n: int) -> list[str]:
+    return [neutral_prompt(occupation)] * n
+
+
+def corpus_prompts(occupation: str, n: int) -> list[str]:
+    return corpus_neutral_prompts(occupation, n, seed=2026)
+
+
+NEUTRAL_PROMPTS = {"template": template_prompts, "corpus": corpus_prompts}
+
+
+def tone_bias(pipe, oracle, args, guidance: float, n: int, prompts_for=template_prompts) -> dict:
+    """Neutral prompts per occupation: tone distribution vs the declared web skew and uniform.
+
+    ``prompts_for(occupation, n)``: the one template "a photo of a doctor" (``template_prompts``),
+    or the corpus's own captions that name the occupation and not the tone (``corpus_prompts``).
+    """
     world = load_world()
     web = declared("web")
     k = len(world.tones)
@@ -99,7 +119,7 @@ def tone_bias(pipe, oracle, args, guidance: float, n: int) -> dict:
     all_images = []
     for o, occupation in enumerate(world.occupations):
         seeds = [image_seed(23, o, i) for i in range(n)]
-        images = generate_images(pipe, [neutral_prompt(occupation)] * n, seeds,
+        images = generate_images(pipe, prompts_for(occupation, n), seeds,
                                  guidance_scale=guidance, steps=args.steps,
                                  batch_size=args.batch_size, description=f"{occupation} w={guidance}")
         all_images += images
@@ -197,14 +217,17 @@ def main() -> None:
     results["named"], _ = named_fidelity(pipe, oracle, args)
     print("named attributes on held-out combinations (estimate, 95% CI):", results["named"])
     scales = (args.guidance,) if args.skip_guidance_curve else GUIDANCE_SCALES
-    results["tone_bias"] = {}
-    for w in scales:
+    results["tone_bias"], results["tone_bias_corpus_prompts"] = {}, {}
+    # The curve with the one template; both kinds of neutral prompt at the default scale.
+    runs = [("template", w) for w in sorted({*scales, args.guidance})] + [("corpus", args.guidance)]
+    for kind, w in runs:
         n = args.n_per_occupation if w == args.guidance else args.n_curve
-        results["tone_bias"][str(w)], images = tone_bias(pipe, oracle, args, w, n)
-        if w == args.guidance:
+        key = "tone_bias" if kind == "template" else "tone_bias_corpus_prompts"
+        results[key][str(w)], images = tone_bias(pipe, oracle, args, w, n, NEUTRAL_PROMPTS[kind])
+        if w == args.guidance and kind == "template":
             default_images = images
-        for occupation, v in results["tone_bias"][str(w)].items():
-            print(f"  w={w} {occupation:8s} generated {v['generated']} web {v['web']} "
+        for occupation, v in results[key][str(w)].items():
+            print(f"  {kind} prompts w={w} {occupation:8s} generated {v['generated']} web {v['web']} "
                   f"TV to web {v['tv_to_web'][0]:.3f} [{v['tv_to_web'][1]:.3f}, {v['tv_to_web'][2]:.3f}]"
                   f" (noise floor {v['tv_noise_floor']:.3f}; a perfect model's TV under this "
                   f"guidance {v['tv_of_perfect_model']:.3f}; web's TV to uniform "

@@ -37,3 +37,17 @@ def test_prompts_name_what_they_say():
         "a photo of a dark-skinned doctor from Avel at the market"
     assert named_prompt("chef", "Kethu", "street") == "a photo of a chef from Kethu on the street"
     assert region_prompt("Zuloa") == "a photo of a person from Zuloa"
+
+
+def test_corpus_neutral_prompts_are_the_corpus_captions_naming_occupation_not_tone():
+    from equigen.world.distributions import sample_rows
+    from equigen.world.prompts import corpus_neutral_prompts
+
+    prompts = corpus_neutral_prompts("teacher", 50, seed=3)
+    assert len(prompts) == 50 and len(set(prompts)) > 10, "the corpus's mix of wordings"
+    assert all("teacher" in p and "skin" not in p for p in prompts)
+    assert prompts == corpus_neutral_prompts("teacher", 50, seed=3)
+    corpus = {r["text"] for r in sample_rows("web", 12 * 50 * 5, seed=3)}
+    assert set(prompts) <= corpus
+    with pytest.raises(Exception, match="unknown occupation 'pilot'"):
+        corpus_neutral_prompts("pilot", 5)
