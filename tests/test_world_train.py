@@ -265,3 +265,13 @@ def test_init_from_refuses_a_config_that_rewrites_finished_stages(finished_run, 
     values = {**TINY, "init_from": str(tmp_path / "missing"), "out": str(tmp_path / "cont")}
     with pytest.raises(EquigenError, match="TRAINING.json not found"):
         tb.seed_from_pipeline(load_config(tb.BaseTrainConfig, None, values=values))
+
+
+def test_the_round4_config_continues_the_shipped_recipe():
+    """base-round4.yaml is base.yaml plus one round, so init_from=mini-world accepts it."""
+    from equigen.config import read_yaml
+
+    base = tb.BaseTrainConfig.model_validate(read_yaml("configs/world/base.yaml"))
+    round4 = tb.BaseTrainConfig.model_validate(read_yaml("configs/world/base-round4.yaml"))
+    assert round4.recaption[:-1] == base.recaption and len(round4.recaption) == 4
+    assert round4.model_dump(exclude={"recaption"}) == base.model_dump(exclude={"recaption"})
