@@ -33,8 +33,8 @@ from equigen.world.scene import load_world
 def read_tones(pipe, oracle, prompt: str, seeds: list[int], args) -> list[float]:
     images = generate_images(pipe, [prompt] * len(seeds), seeds, guidance_scale=args.guidance,
                              steps=args.steps, batch_size=args.batch_size, description=prompt)
-    tones = oracle.predict_proba(images)["tone"].argmax(-1).numpy()
-    return distribution(tones, 4).round(4).tolist()
+    probs = oracle.predict_proba(images)["tone"]
+    return distribution(probs.argmax(-1).numpy(), probs.shape[-1]).round(4).tolist()
 
 
 def main() -> None:

@@ -99,8 +99,8 @@ def config_class(path: str):
     from equigen.methods.stablerep.train import StableRepConfig
     from equigen.world.train_base import BaseTrainConfig
 
-    return {"world train-base": BaseTrainConfig, "audit": AuditConfig, "synth": SynthConfig, "fairmap train": FairMapConfig,
-            "fairmap sweep": FairMapConfig, "scoft negatives": NegativesConfig,
+    return {"world train-base": BaseTrainConfig, "audit": AuditConfig, "synth": SynthConfig,
+            "fairmap train": FairMapConfig, "fairmap sweep": FairMapConfig, "scoft negatives": NegativesConfig,
             "scoft train": ScoftConfig, "stablerep train": StableRepConfig,
             "stablerep probe": ProbeConfig}.get(path)
 

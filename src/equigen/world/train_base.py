@@ -42,6 +42,7 @@ from pydantic import Field, field_validator
 from safetensors.torch import load_file, save_file
 
 from equigen.config import StrictModel
+from equigen.errors import EquigenError
 from equigen.utils.checkpoint import load_checkpoint, save_checkpoint
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import atomic_path, write_json_atomic, write_jsonl_atomic
@@ -450,25 +451,20 @@ def train_recaption(cfg: BaseTrainConfig, round_number: int, latents: torch.Tens
 
 # --------------------------------------------------------------------------------- 0. seed
 
-def _pipeline_folder(name: str) -> Path:
-    from equigen.world.model import SHIPPED_DIR
-
-    return SHIPPED_DIR if name == "mini-world" else Path(name)
-
-
 def seed_from_pipeline(cfg: BaseTrainConfig) -> None:
     """Write the stages ``cfg.init_from`` finished into ``cfg.out`` (once; see the module doc).
 
-    Checks that the pipeline was trained with this config's stages (same architectures, same
-    steps per finished stage) and fails naming the first difference otherwise.
+    Checks that the pipeline was trained with this config's ``data``, ``vae`` and ``unet``
+    sections and recaption rounds, and fails naming the first difference otherwise.
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from equigen.errors import EquigenError
+    from equigen.models.loading import NAMED_MODELS
 
     if (cfg.out / "vae" / "final" / "config.json").is_file():
         return  # seeded (or trained) already
-    source = _pipeline_folder(cfg.init_from)
+    name = cfg.init_from
+    source = NAMED_MODELS[name]() if name in NAMED_MODELS else Path(name)
     record_path = source / "TRAINING.json"
     if not record_path.is_file():
         raise EquigenError(f"init_from: {record_path} not found; give a pipeline exported by "
@@ -486,35 +482,27 @@ def seed_from_pipeline(cfg: BaseTrainConfig) -> None:
     if len(finished) > len(cfg.recaption):
         raise EquigenError(f"init_from: {record_path} finished {len(finished)} recaption rounds; "
                            f"this config plans only {len(cfg.recaption)}")
-    for number, round_record in enumerate(finished, start=1):
+    for number in range(1, len(finished) + 1):
         if trained.recaption[number - 1] != cfg.recaption[number - 1]:
             raise EquigenError(f"init_from: recaption round {number} of {record_path} differs "
                                "from this config's; append new rounds, do not change old ones")
 
+    def finished_stage(stage: str, modules: dict[str, torch.nn.Module], stage_record: dict) -> None:
+        save_checkpoint(cfg.out / stage, stage_record["steps"], modules, {},
+                        extra={"elapsed_s": stage_record.get("train_seconds"),
+                               "seeded_from_ema": True})
+
     vae = AutoencoderKL.from_pretrained(source / "vae", use_safetensors=True).float()
     vae.save_pretrained(cfg.out / "vae" / "final", safe_serialization=True)
-    _seed_state(cfg.out / "vae", vae, "vae", record["vae"])
+    finished_stage("vae", {"vae": vae}, record["vae"])
+    # A pipeline keeps only the EMA weights: they stand in for the raw ones too.
     unet = UNet2DConditionModel.from_pretrained(source / "unet", use_safetensors=True).float()
     stages = [("unet", record["unet"])]
     stages += [(recaption_stage(n), r) for n, r in enumerate(finished, start=1)]
     for stage, stage_record in stages:
         unet.save_pretrained(cfg.out / stage / "final-ema", safe_serialization=True)
-        _seed_state(cfg.out / stage, unet, "unet", stage_record, ema=True)
+        finished_stage(stage, {"unet": unet, "ema": unet}, stage_record)
     info(f"seeded {cfg.out} from {source}: VAE, UNet and {len(finished)} recaption rounds")
-
-
-def _seed_state(stage_dir: Path, module, name: str, stage_record: dict[str, Any],
-                ema: bool = False) -> None:
-    """A finished stage's checkpoint folder as training leaves it (weights + state.json)."""
-    folder = stage_dir / "checkpoint"
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, folder / f"{name}.safetensors")
-    if ema:
-        save_file(tensors, folder / "ema.safetensors")
-    write_json_atomic(folder / "state.json", {"step": stage_record["steps"],
-                                              "elapsed_s": stage_record.get("train_seconds"),
-                                              "seeded_from_ema": True})
 
 
 # ------------------------------------------------------------------------------ shared loop
