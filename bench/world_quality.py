@@ -29,6 +29,7 @@ from equigen.audit.metrics import (
     total_variation,
 )
 from equigen.models import load_pipeline
+from equigen.models.loading import SAMPLERS
 from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.models.generate import generate_images, image_seed
 from equigen.world.distributions import declared, sample_rows
@@ -105,11 +106,13 @@ def corpus_prompts(occupation: str, n: int) -> list[str]:
 NEUTRAL_PROMPTS = {"template": template_prompts, "corpus": corpus_prompts}
 
 
-def tone_bias(pipe, oracle, args, guidance: float, n: int, prompts_for=template_prompts) -> dict:
+def tone_bias(pipe, oracle, args, guidance: float, n: int, prompts_for=template_prompts,
+              occupations: list[str] | None = None) -> dict:
     """Neutral prompts per occupation: tone distribution vs the declared web skew and uniform.
 
     ``prompts_for(occupation, n)``: the one template "a photo of a doctor" (``template_prompts``),
     or the corpus's own captions that name the occupation and not the tone (``corpus_prompts``).
+    ``occupations``: a subset (default: all); each keeps its seeds.
     """
     world = load_world()
     web = declared("web")
@@ -118,6 +121,8 @@ def tone_bias(pipe, oracle, args, guidance: float, n: int, prompts_for=template_
     result = {}
     all_images = []
     for o, occupation in enumerate(world.occupations):
+        if occupations is not None and occupation not in occupations:
+            continue
         seeds = [image_seed(23, o, i) for i in range(n)]
         images = generate_images(pipe, prompts_for(occupation, n), seeds,
                                  guidance_scale=guidance, steps=args.steps,
@@ -198,6 +203,8 @@ def main() -> None:
     parser.add_argument("--n-oracle", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--skip-guidance-curve", action="store_true")
+    parser.add_argument("--sampler", choices=list(SAMPLERS), default=None,
+                        help="replace the model's own sampler (the shipped mini-world: dpm++2m)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/world_quality.json"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -205,9 +212,10 @@ def main() -> None:
     started = time.perf_counter()
 
     oracle = OracleAnnotator.load(args.oracle)
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, sampler=args.sampler)
     results: dict = {"model": args.model, "date": date.today().isoformat(),
                      "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                     "sampler": type(pipe.scheduler).__name__,
                      "steps": args.steps, "default_guidance": args.guidance}
     results["oracle_accuracy"] = oracle_accuracy(oracle, args.n_oracle)
     print("oracle accuracy on held-out renders:", {a: f"{v:.2%}" for a, v in results["oracle_accuracy"].items()})

@@ -133,10 +133,23 @@ def test_audit_command_end_to_end(tiny_model, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--quiet", "audit", "--model", str(tiny_model), "--prompts",
               str(write_prompts(tmp_path)), "--n", "2", "--out", str(out),
-              "--set", "steps=1", "--set", "n_boot=20", "--set", "batch_size=6"])
+              "--set", "steps=1", "--set", "n_boot=20", "--set", "batch_size=6",
+              "--set", "sampler=euler-a"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
     assert "tone: FD" in printed and "tone when named" in printed
     for name in ("results.json", "annotations.csv", "report.html", "manifest.json"):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text())["config"]["n"] == 2
+    assert json.loads((out / "results.json").read_text())["config"]["sampler"] == "euler-a"
+    assert "euler-a" in (out / "report.html").read_text()
+
+
+def test_audit_sampler_is_checked_and_kept_across_a_resume(tmp_path):
+    with pytest.raises(ValueError, match="sampler 'dpm' is not one of: dpm\\+\\+2m, euler-a"):
+        audit_run.AuditConfig(sampler="dpm")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"config": {"sampler": "euler-a"}}))
+    with pytest.raises(EquigenError, match="sampler was 'euler-a', now None"):
+        audit_run.check_resumable(audit_run.AuditConfig(out=out))

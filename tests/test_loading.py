@@ -60,6 +60,25 @@ def test_slicing_options_apply(tiny_dir):
     assert pipe.vae.use_slicing
 
 
+def test_sampler_swaps_the_scheduler_on_the_same_noise_schedule(tiny_dir):
+    own = load_pipeline(tiny_dir)
+    pipe = load_pipeline(tiny_dir, sampler="euler-a")
+    assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    assert torch.allclose(pipe.scheduler.alphas_cumprod, own.scheduler.alphas_cumprod)
+    assert pipe.scheduler.config.prediction_type == own.scheduler.config.prediction_type
+
+    def run(generator_seed):  # an ancestral sampler draws fresh noise each step: still seeded
+        return pipe("a chef", num_inference_steps=4, height=64, width=64, output_type="np",
+                    generator=torch.Generator().manual_seed(generator_seed)).images
+
+    assert np.array_equal(run(3), run(3))
+
+
+def test_unknown_sampler_is_refused_before_loading(tmp_path):
+    with pytest.raises(EquigenError, match="'dpm' is not one of: dpm\\+\\+2m, euler-a"):
+        load_pipeline(tmp_path / "nowhere", sampler="dpm")
+
+
 def test_missing_hub_model_fails_fast_and_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     start = time.perf_counter()

@@ -193,7 +193,8 @@ def test_a_second_recaption_round_continues_the_first(finished_run, tmp_path):
     first = load_file(tmp_path / "run" / "recaption" / "checkpoint" / "ema.safetensors")
     two_rounds = load_config(tb.BaseTrainConfig, None, values={
         "out": str(tmp_path / "run"), **TINY,
-        "recaption": [RECAPTION, {**RECAPTION, "steps": 2, "probability": 1.0}]})
+        "recaption": [RECAPTION, {**RECAPTION, "steps": 2, "probability": 1.0,
+                                  "timestep_bias": {"strategy": "later", "multiplier": 3.0}}]})
     pipeline = tb.train_base(two_rounds)  # round 1 is finished: only round 2 trains
 
     second = load_file(tmp_path / "run" / "recaption-2" / "checkpoint" / "ema.safetensors")
@@ -206,6 +207,19 @@ def test_a_second_recaption_round_continues_the_first(finished_run, tmp_path):
     assert [(r["steps"], r["of_planned"]) for r in record["recaption"]] == [(4, 4), (2, 2)]
     assert tb.step_generator(0, "recaption-2", 0).initial_seed() != \
         tb.step_generator(0, "recaption", 0).initial_seed()
+
+
+def test_timestep_bias_weights_a_portion_of_the_timesteps():
+    later = tb.timestep_weights(tb.TimestepBias(strategy="later", multiplier=3.0, portion=0.25), 4)
+    assert torch.allclose(later, torch.tensor([1, 1, 1, 3], dtype=torch.float64) / 6)
+    earlier = tb.timestep_weights(tb.TimestepBias(strategy="earlier", multiplier=3.0, portion=0.5), 4)
+    assert torch.allclose(earlier, torch.tensor([3, 3, 1, 1], dtype=torch.float64) / 8)
+    # drawn through _unet_loss's path: the noisiest half gets 2/3 of 20,000 draws (sd 0.0033)
+    weights = tb.timestep_weights(tb.TimestepBias(multiplier=2.0, portion=0.5), 1000)
+    t = torch.multinomial(weights, 20_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs((t >= 500).float().mean().item() - 2 / 3) < 0.015
+    with pytest.raises(ValueError, match="portion"):
+        tb.TimestepBias(portion=0)
 
 
 def test_recaption_config_accepts_one_round_or_a_list():
@@ -267,11 +281,14 @@ def test_init_from_refuses_a_config_that_rewrites_finished_stages(finished_run, 
         tb.seed_from_pipeline(load_config(tb.BaseTrainConfig, None, values=values))
 
 
-def test_the_round4_config_continues_the_shipped_recipe():
-    """base-round4.yaml is base.yaml plus one round, so init_from=mini-world accepts it."""
+@pytest.mark.parametrize("earlier, later", [("base.yaml", "base-round4.yaml"),
+                                            ("base-round4.yaml", "base-round5.yaml")])
+def test_each_experiment_config_appends_one_round(earlier, later):
+    """base-round4.yaml is base.yaml plus one round (so init_from=mini-world accepts it), and
+    base-round5.yaml is base-round4.yaml plus one (so it continues the round-4 run)."""
     from equigen.config import read_yaml
 
-    base = tb.BaseTrainConfig.model_validate(read_yaml("configs/world/base.yaml"))
-    round4 = tb.BaseTrainConfig.model_validate(read_yaml("configs/world/base-round4.yaml"))
-    assert round4.recaption[:-1] == base.recaption and len(round4.recaption) == 4
-    assert round4.model_dump(exclude={"recaption"}) == base.model_dump(exclude={"recaption"})
+    before = tb.BaseTrainConfig.model_validate(read_yaml(f"configs/world/{earlier}"))
+    after = tb.BaseTrainConfig.model_validate(read_yaml(f"configs/world/{later}"))
+    assert after.recaption[:-1] == before.recaption and len(after.recaption) == len(before.recaption) + 1
+    assert after.model_dump(exclude={"recaption"}) == before.model_dump(exclude={"recaption"})

@@ -573,6 +573,7 @@ def _meta_items(run: Run) -> list[tuple[str, str]]:
              ("n per prompt", cfg.get("n", "?")),
              ("guidance", cfg.get("guidance_scale", "?")),
              ("steps", cfg.get("steps", "?")),
+             ("sampler", cfg.get("sampler") or "the model's own"),
              ("seed", cfg.get("seed", "?")),
              ("prompts", len(run.results["prompts"])),
              ("images", n_images)]
@@ -815,7 +816,7 @@ def compare_runs(runs: Sequence[Run], n_boot: int = 1000, seed: int = 0) -> _Com
                 f"{r.letter} {v}" for r, v in zip(runs, values))
                 + (" - the images are not the same draws, so differences mix the change with "
                    "chance." if key == "seed" else " - intervals differ in width."))
-    for key in ("guidance_scale", "steps", "annotator"):
+    for key in ("guidance_scale", "steps", "sampler", "annotator"):
         values = [r.config.get(key) for r in runs]
         if len(set(map(str, values))) > 1:
             warnings.append(f"The runs differ in {key}: " + ", ".join(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from PIL import Image
+from pydantic import field_validator
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -23,8 +24,10 @@ from equigen.audit.annotate import ABSTAINED, annotate, check_attributes, load_a
 from equigen.audit.prompts import Prompt, PromptSet, load_prompt_set, prompt_seed
 from equigen.audit.results import compute_results
 from equigen.config import StrictModel
+from equigen.errors import EquigenError
 from equigen.manifest import run_manifest
 from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
+from equigen.models.loading import SAMPLERS
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import atomic_path, write_csv_atomic, write_json_atomic
 
@@ -44,11 +47,21 @@ class AuditConfig(StrictModel):
     seed: int = 0
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     steps: int = DEFAULT_STEPS
+    # None: the model's own scheduler. Samplers of one model can draw a different share of each
+    # group (bench/samplers.py), so a bias figure states its sampler as it states its guidance.
+    sampler: Optional[str] = None
     batch_size: int = 16
     abstain_below: Optional[float] = None  # label an image "abstained" under this confidence
     n_boot: int = 1000
     device: Optional[str] = None
     dtype: Optional[str] = None
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value not in SAMPLERS:
+            raise ValueError(f"sampler {value!r} is not one of: {', '.join(SAMPLERS)}")
+        return value
 
 
 def image_path(out: Path, prompt: Prompt, index: int) -> Path:
@@ -67,9 +80,12 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     from equigen.models import load_pipeline
     from equigen.models.generate import generate_images
 
+    if pipe is not None and cfg.sampler is not None:
+        raise EquigenError(f"sampler {cfg.sampler!r} applies to a model the audit loads; for a "
+                           "pipeline of your own, set pipe.scheduler before passing it")
     if pipe is None:
         pipe = load_pipeline(cfg.model, device=cfg.device, dtype=cfg.dtype,
-                             allow_download=allow_download)
+                             allow_download=allow_download, sampler=cfg.sampler)
     lora_scope = None
     if cfg.lora is not None:
         from equigen.models.loading import apply_lora
@@ -99,7 +115,8 @@ def generate_missing(cfg: AuditConfig, prompt_set: PromptSet, allow_download: bo
     return done
 
 
-GENERATION_KEYS = ("model", "fairmap", "lora", "lora_everywhere", "seed", "guidance_scale", "steps")
+GENERATION_KEYS = ("model", "fairmap", "lora", "lora_everywhere", "seed", "guidance_scale", "steps",
+                   "sampler")
 
 
 def check_resumable(cfg: AuditConfig) -> None:
@@ -115,8 +132,6 @@ def check_resumable(cfg: AuditConfig) -> None:
     now = cfg.model_dump(mode="json")
     changed = [k for k in GENERATION_KEYS if k in before and before[k] != now[k]]
     if changed:
-        from equigen.errors import EquigenError
-
         details = ", ".join(f"{k} was {before[k]!r}, now {now[k]!r}" for k in changed)
         raise EquigenError(f"{cfg.out} holds an audit made with other settings ({details}); "
                            f"give a new --out")

@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 MODEL_INDEX = "model_index.json"
 EXTERNAL_COMPONENTS = "equigen_components.json"
+# Samplers by short name -> diffusers scheduler class (built from the pipeline's own noise schedule).
+SAMPLERS = {
+    "dpm++2m": "DPMSolverMultistepScheduler",
+    "euler-a": "EulerAncestralDiscreteScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+}
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
@@ -158,6 +166,7 @@ def load_pipeline(
     allow_download: bool = False,
     attention_slicing: bool = False,
     vae_slicing: bool = False,
+    sampler: str | None = None,
     **from_pretrained_kwargs: Any,
 ) -> "DiffusionPipeline":
     """Load a text-to-image pipeline from a local diffusers folder or a hub id.
@@ -167,7 +176,11 @@ def load_pipeline(
 
         pipe = load_pipeline("runs/my-model", device="cpu")
         image = pipe("a photo of a doctor", num_inference_steps=20).images[0]
+
+    ``sampler`` (a key of :data:`SAMPLERS`) replaces the folder's scheduler by that sampler on
+    the same noise schedule; None keeps the folder's.
     """
+    check_sampler(sampler)
     source = resolve_model_source(name, allow_download=allow_download)
     torch_device = pick_device(device)
     torch_dtype = pick_dtype(dtype, torch_device)
@@ -192,6 +205,8 @@ def load_pipeline(
         pipe = DiffusionPipeline.from_pretrained(target, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise EquigenError(f"could not load model {source.name!r} from {target}: {exc}") from exc
+    if sampler is not None:
+        set_sampler(pipe, sampler)
     pipe = pipe.to(torch_device)
     if attention_slicing:
         pipe.enable_attention_slicing()
@@ -199,6 +214,21 @@ def load_pipeline(
         pipe.vae.enable_slicing()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def check_sampler(sampler: str | None) -> None:
+    if sampler is not None and sampler not in SAMPLERS:
+        raise EquigenError(f"sampler {sampler!r} is not one of: {', '.join(SAMPLERS)}")
+
+
+def set_sampler(pipe: "DiffusionPipeline", sampler: str) -> None:
+    """Swap ``pipe.scheduler`` for ``sampler`` (see :data:`SAMPLERS`), keeping its noise schedule
+    and prediction type. The samplers of one model can draw each mode of a prompt at different
+    rates (``bench/samplers.py`` measures it on the mini-world), so an audit states its sampler."""
+    import diffusers
+
+    check_sampler(sampler)
+    pipe.scheduler = getattr(diffusers, SAMPLERS[sampler]).from_config(pipe.scheduler.config)
 
 
 def _dtype_keyword() -> str:
