@@ -46,8 +46,7 @@ def main() -> None:
 
     oracle, pipe = OracleAnnotator.load(None), load_pipeline(args.model)
     results = {"model": args.model, "date": date.today().isoformat(), "guidance": args.guidance,
-               "samplers_compared": args.samplers,
-               "steps": args.steps, "n": args.n, "samplers": {}}
+               "steps": args.steps, "n": args.n, "samplers": {}}  # in the order compared
     for sampler in args.samplers:
         set_sampler(pipe, sampler)
         started = time.perf_counter()

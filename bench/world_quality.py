@@ -29,9 +29,9 @@ from equigen.audit.metrics import (
     total_variation,
 )
 from equigen.models import load_pipeline
-from equigen.models.loading import SAMPLERS
 from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
 from equigen.models.generate import generate_images, image_seed
+from equigen.models.loading import SAMPLERS
 from equigen.world.distributions import declared, sample_rows
 from equigen.world.oracle import OracleAnnotator, labels_of
 from equigen.world.prompts import (

@@ -27,7 +27,7 @@ from equigen.config import StrictModel
 from equigen.errors import EquigenError
 from equigen.manifest import run_manifest
 from equigen.models.defaults import DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS
-from equigen.models.loading import SAMPLERS
+from equigen.models.loading import check_sampler
 from equigen.utils.console import info, make_progress
 from equigen.utils.io import atomic_path, write_csv_atomic, write_json_atomic
 
@@ -59,8 +59,10 @@ class AuditConfig(StrictModel):
     @field_validator("sampler")
     @classmethod
     def _known_sampler(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and value not in SAMPLERS:
-            raise ValueError(f"sampler {value!r} is not one of: {', '.join(SAMPLERS)}")
+        try:
+            check_sampler(value)
+        except EquigenError as error:  # pydantic reports ValueErrors with the key's name
+            raise ValueError(str(error)) from None
         return value
 
 
