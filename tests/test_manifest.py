@@ -20,7 +20,7 @@ def test_manifest_records_config_seed_versions_and_times(tmp_path):
     assert data["command"] == "unit"
     assert data["config"] == {"lr": 0.5, "name": "x"}
     assert data["seed"] == 7
-    for package in ("equigen", "torch", "diffusers", "transformers"):
+    for package in ("equigen", "torch", "diffusers", "transformers", "numpy", "pillow", "timm"):
         assert data["versions"][package], package
     assert data["started"] <= data["ended"] and data["duration_s"] >= 0
     assert data["status"] == "finished" and data["results"] == {"answer": 42}

@@ -18,7 +18,10 @@ from equigen import __version__
 from equigen.utils.io import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
-TRACKED_PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "peft", "accelerate")
+# Every package a result can move with: the models' stack, and numpy / pillow (the mini-world's
+# renders) and timm / open_clip (StableRep's backbones), whose releases can change a figure.
+TRACKED_PACKAGES = ("torch", "torchvision", "diffusers", "transformers", "peft", "accelerate",
+                    "numpy", "pillow", "timm", "open_clip_torch")
 
 
 def package_versions() -> dict[str, str | None]:
